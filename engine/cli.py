@@ -1,0 +1,163 @@
+"""`blazedit`: edit a file from the shell, run the benchmark, manage the engine daemon."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from engine.daemon_cli import add_engine_commands, add_engine_option, edit_via_daemon
+from engine.protocol import METHODS, DecodingOptions
+
+log = logging.getLogger("blazedit")
+
+
+class CliError(Exception):
+    """One line for the user; exit status 2 (1 for a generation that did not finish)."""
+
+    def __init__(self, message: str, status: int = 2):
+        super().__init__(message)
+        self.status = status
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    try:
+        return args.run(args) or 0
+    except CliError as exc:
+        print(f"blazedit: error: {exc}", file=sys.stderr)
+        return exc.status
+    except KeyboardInterrupt:
+        print("blazedit: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="blazedit", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="-v info, -vv debug logging")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    edit = sub.add_parser("edit", help="regenerate a whole file following an instruction")
+    edit.add_argument("path", type=Path)
+    edit.add_argument("-i", "--instruction", required=True)
+    edit.add_argument("--method", default="blazedit", choices=METHODS)
+    add_model_arguments(edit)
+    edit.add_argument("--max-new-tokens", type=int, default=None, help="default: the file's tokens plus a margin")
+    out = edit.add_mutually_exclusive_group()
+    out.add_argument("--diff", action="store_true", help="print a unified diff instead of the new file")
+    out.add_argument("--in-place", action="store_true", help="replace the file (only if generation finished)")
+    out.add_argument("-o", "--output", type=Path, help="write the new file here")
+    out.add_argument("--json", action="store_true", help="print one JSON object with the text and statistics")
+    edit.set_defaults(run=run_edit)
+    add_engine_option(edit)
+    add_engine_commands(sub)
+    return parser
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    from engine.models import DEFAULT_TARGET
+
+    parser.add_argument("--model", default=DEFAULT_TARGET, help=f"target model spec (default {DEFAULT_TARGET})")
+    parser.add_argument("--draft", default="default", help="draft model spec, 'none', or 'default' (the usual partner)")
+    parser.add_argument("--device", default=None, help="cuda, mps, cpu (default: the fastest present)")
+    parser.add_argument("--dtype", default=None, help="bf16, fp16, fp32 (default: bf16 where fast)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
+
+
+def draft_spec(args: argparse.Namespace) -> str | None:
+    return None if args.draft == "none" else args.draft
+
+
+def read_source(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if b"\0" in data:
+        raise CliError(f"{path} looks binary (it contains NUL bytes): only text files can be edited")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CliError(f"{path} is not UTF-8 text (byte {exc.start}): convert it to UTF-8 first") from None
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write via a temporary file in the same directory and rename: never half-written."""
+    path = path.resolve()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        if path.exists():
+            os.chmod(tmp, path.stat().st_mode & 0o7777)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def run_edit(args: argparse.Namespace) -> int:
+    from engine.edit_progress import EditProgress
+    from engine.session import Engine, EngineError, Result
+
+    text = read_source(args.path)
+    options = DecodingOptions(max_new_tokens=args.max_new_tokens)
+    if (done := edit_via_daemon(args, text, options)) is not None:
+        return report(args, text, done)
+    try:
+        with EditProgress(len(text), enabled=not args.json) as progress:
+            progress.status("loading models")
+            engine = Engine.load(args.model, draft_spec(args), device=args.device, dtype=args.dtype, threads=args.threads)
+            progress.status("reading the file")
+            for event in engine.edit(text, args.instruction, path=str(args.path), method=args.method, options=options):
+                if isinstance(event, Result):
+                    result = event
+                else:
+                    progress.update(event.text, event.stats)
+    except EngineError as exc:
+        raise CliError(exc.message) from None
+    return report(args, text, result)
+
+
+def report(args: argparse.Namespace, before: str, result) -> int:
+    stats = result.stats
+    if args.json:
+        print(json.dumps({
+            "text": result.text, "finish_reason": result.finish_reason, "method": args.method,
+            "tokens": stats.tokens, "prompt_tokens": stats.prompt_tokens, "cached_tokens": stats.cached_tokens,
+            "target_forward_passes": stats.target_forward_passes, "draft_forward_passes": stats.draft_forward_passes,
+            "drafted": stats.drafted, "accepted": stats.accepted, "seconds": round(stats.seconds, 4),
+            "prefill_seconds": round(stats.prefill_seconds, 4),
+            "chars_per_second": round(len(result.text) / stats.seconds, 2) if stats.seconds else 0.0,
+        }))
+        return 0 if result.finish_reason == "stop" else 1
+    if result.finish_reason != "stop" and (args.in_place or args.output):
+        raise CliError(f"nothing written: generation ended with {result.finish_reason!r}", status=1)
+    if args.in_place or args.output:
+        write_atomically(args.output or args.path, result.text)
+    elif args.diff:
+        name = str(args.path)
+        sys.stdout.writelines(difflib.unified_diff(
+            before.splitlines(keepends=True), result.text.splitlines(keepends=True), name, name))
+    else:
+        sys.stdout.write(result.text)
+    if result.finish_reason != "stop":
+        print(f"blazedit: warning: generation ended with {result.finish_reason!r}; the output is incomplete",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""A runtime plus the tokens its KV cache holds, and the one verify step.
+
+``verify`` is the whole of speculative decoding's acceptance rule, used at both
+layers of Blazedit: the target verifies the draft model's proposal, and the draft
+model verifies prompt lookup's proposal.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from engine.runtimes.base import Runtime
+
+
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common prefix, by binary search over C-speed slice compares."""
+    lo, hi = 0, min(len(a), len(b))
+    if a[:hi] == b[:hi]:
+        return hi
+    while lo < hi - 1:  # invariant: a[:lo] == b[:lo], a[:hi] != b[:hi]
+        mid = (lo + hi) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+class CachedModel:
+    def __init__(self, runtime: Runtime):
+        self.runtime = runtime
+        self.tokens: list[int] = []  # what the KV cache holds, position by position
+        self.forward_passes = 0
+
+    def sync(self, seq: Sequence[int]) -> None:
+        """Crop the cache to what it shares with ``seq``, leaving at least seq's last token to feed."""
+        keep = min(common_prefix_length(self.tokens, seq), len(seq) - 1)
+        if keep < len(self.tokens):
+            self.runtime.truncate(keep)
+            del self.tokens[keep:]
+
+    def adopt(self, tokens: Sequence[int], snapshot) -> None:
+        """Take over a cache saved earlier for ``tokens`` (prefix reuse)."""
+        self.runtime.restore(snapshot)
+        self.tokens = list(tokens[: snapshot.length])
+
+
+def verify(model: CachedModel, seq: Sequence[int], proposal: Sequence[int]) -> list[int]:
+    """Feed what the cache lacks of ``seq`` plus ``proposal`` in one forward pass.
+
+    Acceptance rule (greedy): proposal[i] is kept while it equals the model's own
+    choice after seq + proposal[:i]; the model's choice at the first mismatch (or
+    after the whole proposal) is appended as the bonus token. So the result is
+    exactly what the model would have produced one token at a time, and is never empty.
+    """
+    model.sync(seq)
+    fed = list(seq[len(model.tokens):]) + list(proposal)
+    choices = model.runtime.forward(fed, keep=len(proposal) + 1)
+    model.tokens.extend(fed)
+    model.forward_passes += 1
+    n = 0
+    while n < len(proposal) and proposal[n] == choices[n]:
+        n += 1
+    return [*proposal[:n], choices[n]]

@@ -1,0 +1,47 @@
+"""Prompt lookup: propose the continuation of an earlier occurrence of the text's suffix.
+
+Whole-file edits copy most of their output from the input file, so the tokens that
+follow the current suffix's n-gram in the prompt are very likely what comes next.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from typing import Sequence
+
+
+class NgramIndex:
+    """Positions of every n-gram (1 <= n <= max_ngram) in a growing token list."""
+
+    def __init__(self, max_ngram: int):
+        self.max_ngram = max_ngram
+        self.tokens: list[int] = []
+        self._ends: list[dict[tuple[int, ...], list[int]]] = [{} for _ in range(max_ngram + 1)]
+        self.pointer = 0  # where the last used match ended: the next lookup prefers to continue from there
+
+    def extend(self, seq: Sequence[int]) -> None:
+        """Index the tokens of ``seq`` beyond those already indexed (seq only grows)."""
+        tokens = self.tokens
+        for token in seq[len(tokens):]:
+            tokens.append(token)
+            end = len(tokens)
+            for n in range(1, min(self.max_ngram, end) + 1):
+                self._ends[n].setdefault(tuple(tokens[end - n:end]), []).append(end)
+
+    def propose(self, suffix_source: Sequence[int], limit: int) -> list[int]:
+        """Up to ``limit`` tokens that followed the longest indexed match of the suffix
+        of ``suffix_source``; the match at or after the last one used wins (the copy
+        goes on through the file in order), else the first one."""
+        if limit <= 0:
+            return []
+        for n in range(min(self.max_ngram, len(suffix_source)), 0, -1):
+            ends = self._ends[n].get(tuple(suffix_source[-n:]))
+            if not ends:
+                continue
+            i = bisect_left(ends, self.pointer)
+            end = ends[i] if i < len(ends) and ends[i] < len(self.tokens) else ends[0]
+            continuation = self.tokens[end:end + limit]
+            if continuation:
+                self.pointer = end
+                return continuation
+        return []

@@ -1,0 +1,132 @@
+"""The decoding loop all methods share: propose → verify → accept → stream → stop.
+
+State: ``seq`` (prompt + accepted tokens) and the target's KV cache, which always
+covers ``seq`` but its last token (see cached_model.verify). Stop conditions are
+checked token by token in order, so every method stops at the same token.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+from engine.decoding.cached_model import CachedModel, common_prefix_length, verify
+from engine.decoding.strategies import Regular
+from engine.protocol import FinishReason, Stats
+
+
+class Detokenizer:
+    """Incremental detokenization that never emits half a UTF-8 character
+    (the prefix/read offset scheme of vLLM and TGI)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.tokens: list[int] = []
+        self.text = ""
+        self._prefix = 0
+        self._read = 0
+
+    def add(self, token: int) -> str:
+        self.tokens.append(token)
+        decode = self.tokenizer.decode
+        before = decode(self.tokens[self._prefix:self._read])
+        after = decode(self.tokens[self._prefix:])
+        if len(after) <= len(before) or after.endswith("\ufffd"):
+            return ""
+        delta = after[len(before):]
+        self._prefix, self._read = self._read, len(self.tokens)
+        self.text += delta
+        return delta
+
+    def flush(self) -> str:
+        """Whatever is still held back (an incomplete character at the very end)."""
+        rest = self.tokenizer.decode(self.tokens[self._prefix:])[len(self.tokenizer.decode(self.tokens[self._prefix:self._read])):]
+        self.text += rest
+        return rest
+
+
+@dataclass
+class StopRule:
+    eos: set[int]
+    fence: str  # a line starting with it closes the code block: the file is complete
+    max_new_tokens: int
+
+
+@dataclass
+class Step:
+    """Emitted after each target forward pass."""
+
+    tokens: list[int]
+    text: str  # reply text decoded from ``tokens``
+    finish_reason: FinishReason | None = None  # set on the last step
+    stats: Stats = field(default_factory=Stats)
+
+
+def generate(
+    target: CachedModel,
+    strategy: Regular,
+    prompt: Sequence[int],
+    detok: Detokenizer,
+    stop: StopRule,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> Iterator[Step]:
+    stats = Stats(prompt_tokens=len(prompt))
+    stats.cached_tokens = min(common_prefix_length(target.tokens, prompt), len(prompt) - 1)
+    target_passes, draft_passes = target.forward_passes, _passes(strategy.draft)
+    seq = list(prompt)
+    start = time.perf_counter()
+    while True:
+        if should_stop():
+            yield Step([], detok.flush(), "cancelled", _finish(stats, start))
+            return
+        budget = stop.max_new_tokens - stats.tokens - 1
+        proposal = strategy.propose(seq, budget) if stats.target_forward_passes else []
+        new = verify(target, seq, proposal)
+        if not stats.target_forward_passes:
+            stats.prefill_seconds = stats.first_token_seconds = time.perf_counter() - start
+        stats.target_forward_passes = target.forward_passes - target_passes
+        stats.draft_forward_passes = _passes(strategy.draft) - draft_passes
+        stats.drafted += len(proposal)
+        stats.accepted += len(new) - 1
+        strategy.observe(len(proposal), len(new) - 1)
+
+        emitted: list[int] = []
+        text = ""
+        reason: FinishReason | None = None
+        for token in new:
+            if token in stop.eos:
+                reason = "stop"
+                break
+            seq.append(token)
+            emitted.append(token)
+            stats.tokens += 1
+            checked = len(detok.text)
+            text += detok.add(token)
+            if _closes(detok.text, stop.fence, checked):
+                reason = "stop"
+                break
+            if stats.tokens >= stop.max_new_tokens:
+                reason = "length"
+                break
+        if reason:
+            text += detok.flush()
+            yield Step(emitted, text, reason, _finish(stats, start))
+            return
+        stats.seconds = time.perf_counter() - start
+        yield Step(emitted, text, None, stats)
+
+
+def _closes(reply: str, fence: str, checked: int) -> bool:
+    """Whether the reply has reached a line that starts with the closing fence,
+    looking only at what is new since ``checked``."""
+    return reply.startswith(fence) or reply.find("\n" + fence, max(checked - len(fence), 0)) >= 0
+
+
+def _passes(model: CachedModel | None) -> int:
+    return model.forward_passes if model else 0
+
+
+def _finish(stats: Stats, start: float) -> Stats:
+    stats.seconds = time.perf_counter() - start
+    return stats

@@ -1,0 +1,43 @@
+"""Progress of one edit on stderr: output chars against the input's, tok/s, acceptance."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from engine.protocol import Stats
+
+
+def describe(stats: Stats) -> str:
+    """One line of decoding statistics (also used by the language server's progress)."""
+    rate = stats.tokens / (stats.seconds - stats.prefill_seconds) if stats.seconds > stats.prefill_seconds else 0.0
+    accepted = f" · {stats.accepted / stats.drafted:.0%} of {stats.drafted} drafted accepted" if stats.drafted else ""
+    return f"{stats.tokens} tokens · {rate:.1f} tok/s · {stats.target_forward_passes} target passes{accepted}"
+
+
+class EditProgress:
+    def __init__(self, input_chars: int, enabled: bool = True):
+        console = Console(stderr=True)
+        self._bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(), console=console, transient=True, disable=not (enabled and console.is_terminal),
+        )
+        self._task = self._bar.add_task("starting", total=max(input_chars, 1), detail="")
+        self._chars = 0
+
+    def __enter__(self) -> "EditProgress":
+        self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._bar.__exit__(*exc)
+
+    def status(self, description: str) -> None:
+        self._bar.update(self._task, description=description)
+
+    def update(self, new_text: str, stats: Stats) -> None:
+        self._chars += len(new_text)
+        total = self._bar.tasks[0].total
+        # An estimate: the output is about as long as the input; never show 100% before the end.
+        self._bar.update(self._task, description="generating", completed=min(self._chars, total * 0.99),
+                         detail=describe(stats))

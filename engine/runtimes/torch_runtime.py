@@ -1,0 +1,72 @@
+"""The transformers/PyTorch runtime: any causal LM with a DynamicCache."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from transformers import DynamicCache
+
+from engine.models import LoadedModel
+
+
+@dataclass
+class TorchSnapshot:
+    layers: list[tuple[torch.Tensor, torch.Tensor]]
+    length: int
+
+    @property
+    def nbytes(self) -> int:
+        return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in self.layers)
+
+
+class TorchRuntime:
+    name = "torch"
+
+    def __init__(self, loaded: LoadedModel):
+        self.model = loaded.model
+        self.device = loaded.device
+        self.context_tokens = loaded.context_tokens
+        self.cache = DynamicCache(config=self.model.config)
+        self._cached = 0
+
+    @property
+    def cached(self) -> int:
+        return self._cached
+
+    @torch.inference_mode()
+    def forward(self, tokens: Sequence[int], keep: int) -> list[int]:
+        # input_ids: [1, k]; logits: [1, keep, vocab] (only the positions we read)
+        assert 1 <= keep <= len(tokens), (keep, len(tokens))
+        ids = torch.tensor([list(tokens)], dtype=torch.long, device=self.device)
+        positions = torch.arange(self._cached, self._cached + len(tokens), device=self.device).unsqueeze(0)
+        out = self.model(
+            input_ids=ids, position_ids=positions, past_key_values=self.cache,
+            use_cache=True, logits_to_keep=keep,
+        )
+        self._cached += len(tokens)
+        return out.logits[0].argmax(dim=-1).tolist()
+
+    def truncate(self, length: int) -> None:
+        assert 0 <= length <= self._cached, (length, self._cached)
+        if length == 0:
+            self.cache = DynamicCache(config=self.model.config)
+        elif length < self._cached:
+            self.cache.crop(length - self._cached)  # negative: tokens to remove (transformers 5.x)
+        self._cached = length
+
+    def snapshot(self, length: int) -> TorchSnapshot:
+        assert 0 < length <= self._cached, (length, self._cached)
+        layers = [
+            (layer.keys[..., :length, :].clone(), layer.values[..., :length, :].clone())
+            for layer in self.cache.layers
+            if layer.is_initialized
+        ]
+        return TorchSnapshot(layers, length)
+
+    def restore(self, snapshot: TorchSnapshot) -> None:
+        self.cache = DynamicCache(config=self.model.config)
+        for index, (keys, values) in enumerate(snapshot.layers):
+            self.cache.update(keys.clone(), values.clone(), index)
+        self._cached = snapshot.length

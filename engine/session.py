@@ -1,0 +1,175 @@
+"""The engine as a Python object: loaded models, and whole-file edits streamed as events.
+
+The daemon and the embedded CLI both drive an ``Engine``; see docs/contracts.md.
+Not thread-safe: one edit at a time (the daemon's queue serialises).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import msgspec
+import torch
+
+from engine import models, prompts
+from engine.decoding import strategies
+from engine.decoding.cached_model import CachedModel
+from engine.decoding.loop import Detokenizer, StopRule, generate
+from engine.prefix_cache import PrefixCache
+from engine.protocol import METHODS, DecodingOptions, ErrorCode, FinishReason, ModelInfo, Stats
+from engine.runtimes.torch_runtime import TorchRuntime
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PREFIX_CACHE_BYTES = 1 << 30
+
+
+class EngineError(Exception):
+    """Bad input or a model failure, with a protocol error code and a message for the user."""
+
+    def __init__(self, code: ErrorCode, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Step:
+    text: str  # file text that is new since the last step
+    stats: Stats
+
+
+@dataclass
+class Result:
+    text: str  # the whole regenerated file, in the input's line endings
+    finish_reason: FinishReason
+    stats: Stats
+    tokens: list[int]  # the generated reply tokens (for identity checks)
+
+
+def default_draft(model: str) -> str | None:
+    """The draft that goes with a target when none is named."""
+    if model == models.DEFAULT_TARGET:
+        return models.DEFAULT_DRAFT
+    if model.startswith(models.TINY):
+        return model
+    return None
+
+
+def max_new_tokens_for(file_tokens: int) -> int:
+    """Room for the whole file plus growth: a quarter more, and at least 256 tokens."""
+    return file_tokens + max(256, file_tokens // 4)
+
+
+class Engine:
+    def __init__(self, target: models.LoadedModel, draft: models.LoadedModel | None = None,
+                 prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES):
+        if draft is not None and draft.tokenizer.get_vocab() != target.tokenizer.get_vocab():
+            raise EngineError("model_error", f"draft {draft.spec} does not share the tokenizer of target {target.spec}")
+        self.loaded_target, self.loaded_draft = target, draft
+        self.tokenizer = target.tokenizer
+        self.target_model = CachedModel(TorchRuntime(target))
+        self.draft_model = CachedModel(TorchRuntime(draft)) if draft else None
+        self.prefix_cache = PrefixCache(prefix_cache_bytes)
+        self.eos = _eos_ids(target)
+
+    @classmethod
+    def load(cls, model: str = models.DEFAULT_TARGET, draft: str | None = "default", *,
+             device: str | None = None, dtype: str | None = None, threads: int | None = None,
+             prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES) -> "Engine":
+        """Load target and draft (``draft="default"``: the usual partner, None: no draft)."""
+        threads = threads or int(os.environ.get("BLAZEDIT_THREADS", "0"))
+        if threads:
+            torch.set_num_threads(threads)
+        if draft == "default":
+            draft = default_draft(model)
+        try:
+            target = models.load(model, device=device, dtype=dtype)
+            if draft is None:
+                loaded_draft = None
+            elif draft == model:  # same weights, its own KV cache
+                loaded_draft = target
+            else:
+                loaded_draft = models.load(draft, device=device, dtype=dtype)
+        except models.ModelError as exc:
+            raise EngineError("model_error", str(exc)) from exc
+        return cls(target, loaded_draft, prefix_cache_bytes)
+
+    @property
+    def target(self) -> ModelInfo:
+        return _info(self.loaded_target)
+
+    @property
+    def draft(self) -> ModelInfo | None:
+        return _info(self.loaded_draft) if self.loaded_draft else None
+
+    @property
+    def methods(self) -> list[str]:
+        return [m for m in METHODS if self.draft_model or m in ("regular", "pld")]
+
+    def edit(self, text: str, instruction: str, *, path: str = "", language: str | None = None,
+             method: str = "blazedit", options: DecodingOptions | None = None,
+             should_stop: Callable[[], bool] = lambda: False) -> Iterator[Step | Result]:
+        """Regenerate ``text``; yields Steps while decoding, then one Result.
+
+        Raises EngineError before the first event for input it cannot handle."""
+        options = options or DecodingOptions()
+        if method not in self.methods:
+            why = "needs a draft model (--draft)" if method in METHODS else f"use one of {', '.join(METHODS)}"
+            raise EngineError("unknown_method", f"method {method!r} is not available: {why}")
+        prompt = prompts.build(text, instruction, path, language)
+        ids = self.prompt_tokens(prompt)
+        file_tokens = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        max_new = options.max_new_tokens or max_new_tokens_for(file_tokens)
+        context = self.loaded_target.context_tokens
+        if len(ids) + max_new > context:
+            raise EngineError(
+                "context_overflow",
+                f"the file is {file_tokens} tokens; the prompt ({len(ids)}) plus room for the reply ({max_new}) "
+                f"exceeds the model's context of {context} tokens",
+            )
+        models_in_use = [self.target_model] + ([self.draft_model] if self.draft_model else [])
+        self.prefix_cache.reuse(models_in_use, ids)
+        strategy = strategies.make(method, options, self.draft_model, self.eos)
+        detok = Detokenizer(self.tokenizer)
+        stop = StopRule(self.eos, prompt.fence, max_new)
+        streamed = 0
+        tokens: list[int] = []
+        try:
+            for step in generate(self.target_model, strategy, ids, detok, stop, should_stop):
+                tokens += step.tokens
+                if step.finish_reason is None:
+                    safe = max(prompts.stream_safe_length(detok.text, prompt.fence), streamed)
+                    yield Step(prompt.restore_layout(detok.text[streamed:safe], complete=False), _copy(step.stats))
+                    streamed = safe
+                    continue
+                complete = step.finish_reason == "stop"
+                final = prompt.file_from_reply(detok.text) if complete else prompt.restore_layout(detok.text, False)
+                yield Result(final, step.finish_reason, _copy(step.stats), tokens)
+        except torch.OutOfMemoryError as exc:
+            raise EngineError("model_error", f"out of memory while decoding: {exc}") from exc
+        finally:
+            self.prefix_cache.remember(models_in_use, ids)
+
+    def prompt_tokens(self, prompt: prompts.EditPrompt) -> list[int]:
+        chat = self.tokenizer.apply_chat_template(prompt.messages, tokenize=False, add_generation_prompt=True)
+        return self.tokenizer(chat + prompt.reply_prefix, add_special_tokens=False)["input_ids"]
+
+
+def _eos_ids(loaded: models.LoadedModel) -> set[int]:
+    ids = {loaded.tokenizer.eos_token_id}
+    configured = getattr(loaded.model.generation_config, "eos_token_id", None)
+    ids.update(configured if isinstance(configured, list) else [configured])
+    return {i for i in ids if i is not None}
+
+
+def _info(loaded: models.LoadedModel) -> ModelInfo:
+    return ModelInfo(spec=loaded.spec, runtime="torch", device=str(loaded.device),
+                     dtype=str(loaded.dtype).removeprefix("torch."), context_tokens=loaded.context_tokens)
+
+
+def _copy(stats: Stats) -> Stats:
+    return msgspec.structs.replace(stats)

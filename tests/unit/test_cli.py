@@ -1,0 +1,82 @@
+"""`blazedit edit` on the tiny model: output modes, and one clear error line for bad input."""
+
+import json
+
+import pytest
+
+from engine.cli import main
+
+TINY = ["--model", "tiny-random", "--max-new-tokens", "40"]
+
+
+def edit(capsys, *args):
+    status = main(["edit", *args])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.fixture
+def source(tmp_path):
+    path = tmp_path / "a.py"
+    path.write_text("def f(x):\n    return x\n")
+    return path
+
+
+def test_json_reports_text_and_statistics(capsys, source):
+    status, out, _ = edit(capsys, str(source), "-i", "add types", *TINY, "--json")
+    data = json.loads(out)
+    assert status == (0 if data["finish_reason"] == "stop" else 1)
+    assert data["method"] == "blazedit" and data["tokens"] > 0
+    for key in ("text", "target_forward_passes", "draft_forward_passes", "drafted", "accepted",
+                "seconds", "chars_per_second"):
+        assert key in data
+
+
+def test_all_methods_give_the_same_text(capsys, source):
+    texts = {}
+    for method in ("regular", "pld", "assisted", "blazedit"):
+        _, out, _ = edit(capsys, str(source), "-i", "add types", *TINY, "--method", method, "--json")
+        texts[method] = json.loads(out)["text"]
+    assert len(set(texts.values())) == 1
+
+
+def test_in_place_refuses_an_unfinished_generation(capsys, source):
+    before = source.read_text()
+    status, _, err = edit(capsys, str(source), "-i", "x", "--model", "tiny-random", "--max-new-tokens", "3", "--in-place")
+    assert status == 1 and "nothing written" in err
+    assert source.read_text() == before
+    assert [p.name for p in source.parent.iterdir()] == ["a.py"]  # no temp file left behind
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "cannot read"),
+    (b"\x00\x01binary", "looks binary"),
+    (b"caf\xe9\n", "not UTF-8"),
+])
+def test_bad_files(capsys, tmp_path, content, message):
+    path = tmp_path / "f.py"
+    if content is not None:
+        path.write_bytes(content)
+    status, out, err = edit(capsys, str(path), "-i", "x", *TINY)
+    assert status == 2 and out == ""
+    assert err.startswith("blazedit: error:") and message in err and err.count("\n") == 1
+
+
+def test_unknown_model_and_missing_draft(capsys, source):
+    status, _, err = edit(capsys, str(source), "-i", "x", "--model", "nope")
+    assert status == 2 and "unknown model spec 'nope'" in err
+    status, _, err = edit(capsys, str(source), "-i", "x", *TINY, "--draft", "none", "--method", "assisted")
+    assert status == 2 and "needs a draft model" in err
+
+
+def test_unknown_method_is_refused_by_the_parser(capsys, source):
+    with pytest.raises(SystemExit) as exc:
+        main(["edit", str(source), "-i", "x", "--method", "magic"])
+    assert exc.value.code == 2
+
+
+def test_file_too_large_for_the_context(capsys, tmp_path):
+    path = tmp_path / "big.py"
+    path.write_text("x = 1\n" * 6000)  # byte tokenizer: 36K tokens > 32K context
+    status, _, err = edit(capsys, str(path), "-i", "x", "--model", "tiny-random")
+    assert status == 2 and "exceeds the model's context" in err

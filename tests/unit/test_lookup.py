@@ -1,0 +1,34 @@
+from hypothesis import given
+from hypothesis import strategies as st
+
+from engine.decoding.cached_model import common_prefix_length
+from engine.decoding.lookup import NgramIndex
+
+
+def test_proposes_continuation_of_longest_match():
+    index = NgramIndex(max_ngram=3)
+    index.extend([1, 2, 3, 4, 5, 9, 2, 3, 7, 8])
+    assert index.propose([0, 2, 3], 2) == [4, 5]  # first match of (2, 3)
+    assert index.propose([9, 2, 3], 3) == [7, 8]  # longer match (9, 2, 3) wins
+
+
+def test_prefers_to_continue_forward_from_the_last_match():
+    index = NgramIndex(max_ngram=1)
+    index.extend([5, 1, 5, 2, 5, 3])
+    assert index.propose([5], 1) == [1]
+    index.pointer = 4
+    assert index.propose([5], 1) == [3]
+
+
+def test_nothing_to_propose():
+    index = NgramIndex(max_ngram=2)
+    index.extend([1, 2])
+    assert index.propose([3], 4) == []
+    assert index.propose([1], 0) == []
+
+
+@given(st.lists(st.integers(0, 3), max_size=30), st.lists(st.integers(0, 3), max_size=30))
+def test_common_prefix_length(a, b):
+    n = common_prefix_length(a, b)
+    assert a[:n] == b[:n]
+    assert n == min(len(a), len(b)) or a[n] != b[n]

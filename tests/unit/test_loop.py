@@ -1,0 +1,94 @@
+"""Stop rules of the decoding loop, on a scripted model whose greedy reply is fixed."""
+
+import pytest
+
+from engine import models, prompts
+from engine.decoding import strategies
+from engine.decoding.cached_model import CachedModel
+from engine.decoding.loop import Detokenizer, StopRule, generate
+from engine.protocol import DecodingOptions
+
+TOK = models.byte_tokenizer()
+EOS = TOK.eos_token_id
+
+
+class ScriptedRuntime:
+    """A 'model' that writes ``reply`` after ``prompt`` (and EOS after that), whatever it is fed."""
+
+    name = "scripted"
+    context_tokens = 1 << 20
+
+    def __init__(self, prompt: list[int], reply: list[int]):
+        self.script = prompt + reply
+        self.tokens: list[int] = []
+
+    @property
+    def cached(self):
+        return len(self.tokens)
+
+    def forward(self, tokens, keep):
+        self.tokens += tokens
+        n = len(self.tokens)
+        return [self.script[i + 1] if i + 1 < len(self.script) else EOS for i in range(n - keep, n)]
+
+    def truncate(self, length):
+        del self.tokens[length:]
+
+
+def ids(text: str) -> list[int]:
+    return TOK(text, add_special_tokens=False)["input_ids"]
+
+
+def decode(method: str, prompt_text: str, reply_text: str, draft_reply: str | None = None, max_new=1000):
+    prompt, reply = ids(prompt_text), ids(reply_text)
+    target = CachedModel(ScriptedRuntime(prompt, reply))
+    draft = CachedModel(ScriptedRuntime(prompt, ids(draft_reply if draft_reply is not None else reply_text)))
+    strategy = strategies.make(method, DecodingOptions(), draft, {EOS})
+    detok = Detokenizer(TOK)
+    steps = list(generate(target, strategy, prompt, detok, StopRule({EOS}, "```", max_new)))
+    return detok, steps
+
+
+@pytest.mark.parametrize("method", ["regular", "pld", "assisted", "blazedit"])
+def test_stops_at_the_closing_fence(method):
+    body = "def f():\n    return 1\n"
+    detok, steps = decode(method, f"```python\n{body}```\nEdit it.\n```python\n", body + "```\nDone!\n" * 3)
+    assert steps[-1].finish_reason == "stop"
+    assert detok.text == body + "```"
+    assert prompts.build(body, "x").file_from_reply(detok.text) == body
+
+
+@pytest.mark.parametrize("method", ["regular", "pld", "assisted", "blazedit"])
+def test_stops_at_eos_without_emitting_it(method):
+    detok, steps = decode(method, "prompt ", "abc abc abc")
+    assert detok.text == "abc abc abc"
+    assert steps[-1].finish_reason == "stop"
+    assert EOS not in [t for s in steps for t in s.tokens]
+
+
+@pytest.mark.parametrize("method", ["regular", "pld", "assisted", "blazedit"])
+def test_length_limit_cuts_at_the_same_token(method):
+    detok, steps = decode(method, "copy: aaaa bbbb cccc\n", "aaaa bbbb cccc aaaa", max_new=9)
+    assert (detok.text, steps[-1].finish_reason) == ("aaaa bbbb", "length")
+
+
+def test_blazedit_copies_in_long_drafts_and_verifies_them_in_one_pass():
+    body = "".join(f"line_{i} = {i}\n" for i in range(30))
+    detok, steps = decode("blazedit", f"```\n{body}```\nx\n```\n", body + "```")
+    assert detok.text == body + "```"
+    stats = steps[-1].stats
+    assert stats.target_forward_passes <= 4  # prefill + a few passes of up to 4 x 80 lookup tokens
+    assert stats.accepted >= len(body) - 4
+
+
+def test_blazedit_draft_disagreeing_with_the_target_still_gives_the_target_output():
+    body = "alpha beta gamma delta\n"
+    detok, _ = decode("blazedit", f"```\n{body}```\n```\n", "alpha BETA gamma delta\n```", draft_reply=body + "```")
+    assert detok.text == "alpha BETA gamma delta\n```"
+
+
+def test_detokenizer_never_splits_a_character():
+    detok = Detokenizer(TOK)
+    pieces = [detok.add(t) for t in ids("é😀x")]
+    assert "".join(pieces) == "é😀x"
+    assert all("\ufffd" not in p for p in pieces)

@@ -1,0 +1,128 @@
+"""Every decoding method emits exactly the tokens of plain greedy decoding (float32, tiny models)."""
+
+import copy
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine import models
+from engine.protocol import METHODS, DecodingOptions
+from engine.session import Engine, Result
+
+LINES = ["def f(x):", "    return x + 1", "import os", "class A:", "    pass", "# note", "x = f(2)", "print(x)", ""]
+
+
+def run(engine: Engine, text: str, method: str, options: DecodingOptions, instruction="refactor") -> Result:
+    *_, result = engine.edit(text, instruction, path="t.py", method=method, options=options)
+    assert isinstance(result, Result)
+    return result
+
+
+def cold(engine: Engine) -> Engine:
+    """Forget cached prefixes so each method starts from the same state."""
+    engine.prefix_cache = type(engine.prefix_cache)(0)
+    for model in (engine.target_model, engine.draft_model):
+        model.runtime.truncate(0)
+        model.tokens.clear()
+    return engine
+
+
+@pytest.fixture(scope="module")
+def target():
+    return models.load("tiny-random")
+
+
+@pytest.fixture(scope="module")
+def engines(target):
+    """A draft that is the target itself (accepts everything) and a noisy copy (accepts some)."""
+    noisy = copy.deepcopy(target)
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        for p in noisy.model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return {"same": Engine(target, target), "noisy": Engine(target, noisy)}
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    lines=st.lists(st.sampled_from(LINES), min_size=1, max_size=12),
+    draft=st.sampled_from(["same", "noisy"]),
+    max_ngram=st.integers(1, 10),
+    num_tokens=st.integers(1, 40),
+    micro=st.integers(1, 80),
+    runs=st.integers(1, 4),
+    cap=st.integers(1, 64),
+    max_new=st.integers(1, 96),
+)
+def test_all_methods_emit_the_greedy_tokens(engines, lines, draft, max_ngram, num_tokens, micro, runs, cap, max_new):
+    engine = engines[draft]
+    text = "\n".join(lines) + "\n"
+    options = DecodingOptions(max_new_tokens=max_new, max_ngram=max_ngram, num_tokens=num_tokens,
+                              micro_draft_tokens=micro, max_num_run=runs, max_draft_tokens=cap)
+    reference = run(cold(engine), text, "regular", options)
+    for method in METHODS[1:]:
+        result = run(cold(engine), text, method, options)
+        assert result.tokens == reference.tokens, method
+        assert (result.text, result.finish_reason) == (reference.text, reference.finish_reason), method
+        assert result.stats.target_forward_passes <= reference.stats.target_forward_passes, method
+
+
+@pytest.mark.parametrize("method", ["pld", "assisted", "blazedit"])
+@pytest.mark.parametrize("draft", ["same", "noisy"])
+def test_speculation_really_accepts_tokens(engines, method, draft):
+    if method == "pld" and draft == "noisy":
+        pytest.skip("pld uses no draft")
+    engine = cold(engines[draft])
+    text = "\n".join(LINES * 4)
+    options = DecodingOptions(max_new_tokens=200)
+    reference = run(engine, text, "regular", options)
+    result = run(cold(engine), text, method, options)
+    assert result.tokens == reference.tokens
+    assert result.stats.accepted > 0
+    assert result.stats.target_forward_passes < reference.stats.target_forward_passes
+    if method != "pld":
+        assert result.stats.draft_forward_passes > 0
+
+
+def test_noisy_draft_is_partly_rejected(engines):
+    """The noisy draft must disagree sometimes, or the property test would not exercise rejection."""
+    engine = cold(engines["noisy"])
+    result = run(engine, "\n".join(LINES * 4), "assisted", DecodingOptions(max_new_tokens=200))
+    assert 0 < result.stats.accepted < result.stats.drafted
+
+
+def test_cancel_stops_between_forward_passes(engines):
+    engine = cold(engines["same"])
+    calls = []
+
+    def should_stop():
+        calls.append(1)
+        return len(calls) > 3
+
+    events = list(engine.edit("x = 1\n" * 20, "go", method="regular",
+                              options=DecodingOptions(max_new_tokens=500), should_stop=should_stop))
+    result = events[-1]
+    assert result.finish_reason == "cancelled"
+    assert result.stats.target_forward_passes == 3
+    assert result.stats.tokens == 3
+
+
+def test_length_limit(engines):
+    result = run(cold(engines["same"]), "x = 1\n", "blazedit", DecodingOptions(max_new_tokens=7))
+    assert result.finish_reason == "length"
+    assert result.stats.tokens == 7
+
+
+def test_prefix_reuse_gives_the_same_text(engines):
+    engine = cold(engines["same"])
+    engine.prefix_cache = type(engine.prefix_cache)(1 << 30)
+    text = "\n".join(LINES * 3)
+    options = DecodingOptions(max_new_tokens=50)
+    first = run(engine, text, "blazedit", options, "add types")
+    run(engine, "other = 2\n" * 10, "pld", options, "something else")  # evicts the live cache
+    again = run(engine, text, "blazedit", options, "add docs")
+    assert again.stats.cached_tokens > len(text)  # byte tokenizer: one token per byte of the file
+    assert again.tokens == run(cold(engine), text, "blazedit", options, "add docs").tokens
+    assert first.stats.cached_tokens == 0

@@ -53,6 +53,27 @@ class StopRule:
     max_new_tokens: int
 
 
+class Stopper:
+    """Applies a StopRule token by token, so every method stops at the same token."""
+
+    def __init__(self, rule: StopRule, detok: Detokenizer):
+        self.rule, self.detok = rule, detok
+        self.tokens: list[int] = []  # generated tokens taken so far (EOS is never taken)
+
+    def push(self, token: int) -> FinishReason | None:
+        """Take one generated token; return why to stop after it, if it ends the output."""
+        if token in self.rule.eos:
+            return "stop"
+        self.tokens.append(token)
+        checked = len(self.detok.text)
+        self.detok.add(token)
+        if _closes(self.detok.text, self.rule.fence, checked):
+            return "stop"
+        if len(self.tokens) >= self.rule.max_new_tokens:
+            return "length"
+        return None
+
+
 @dataclass
 class Step:
     """Emitted after each target forward pass."""
@@ -75,6 +96,7 @@ def generate(
     stats.cached_tokens = min(common_prefix_length(target.tokens, prompt), len(prompt) - 1)
     target_passes, draft_passes = target.forward_passes, _passes(strategy.draft)
     seq = list(prompt)
+    stopper = Stopper(stop, detok)
     start = time.perf_counter()
     while True:
         if should_stop():
@@ -91,30 +113,17 @@ def generate(
         stats.accepted += len(new) - 1
         strategy.observe(len(proposal), len(new) - 1)
 
-        emitted: list[int] = []
-        text = ""
-        reason: FinishReason | None = None
-        for token in new:
-            if token in stop.eos:
-                reason = "stop"
-                break
-            seq.append(token)
-            emitted.append(token)
-            stats.tokens += 1
-            checked = len(detok.text)
-            text += detok.add(token)
-            if _closes(detok.text, stop.fence, checked):
-                reason = "stop"
-                break
-            if stats.tokens >= stop.max_new_tokens:
-                reason = "length"
-                break
+        taken, shown = len(stopper.tokens), len(detok.text)
+        reason = next((r for r in map(stopper.push, new) if r), None)
+        emitted = stopper.tokens[taken:]
+        seq += emitted
+        stats.tokens = len(stopper.tokens)
         if reason:
-            text += detok.flush()
-            yield Step(emitted, text, reason, _finish(stats, start))
+            detok.flush()
+            yield Step(emitted, detok.text[shown:], reason, _finish(stats, start))
             return
         stats.seconds = time.perf_counter() - start
-        yield Step(emitted, text, None, stats)
+        yield Step(emitted, detok.text[shown:], None, stats)
 
 
 def _closes(reply: str, fence: str, checked: int) -> bool:

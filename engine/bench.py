@@ -28,10 +28,11 @@ ENGINE_METHODS = ("regular", "pld", "assisted", "blazedit")
 HF_PLD_GRID = ("hf-pld-10", "hf-pld-20", "hf-pld-40", "hf-pld-80", "hf-pld-40-ngram10")
 DEFAULT_METHODS = (*ENGINE_METHODS, "hf-regular", *HF_PLD_GRID, "hf-assisted")
 QUICK_IDS = {  # fixed, stratified by copy ratio; short enough for ~20 minutes on a 2-core CPU
-    "edits-humanevalfix": ["humanevalfix/Python/0", "humanevalfix/Python/12", "humanevalfix/Python/40",
-                           "humanevalfix/Python/101"],
-    "edits-requests": ["psf/requests@03e5f5daf3:setup.py", "psf/requests@3b0fcb620d:requests/compat.py"],
+    "edits-humanevalfix": ["humanevalfix/Python/10", "humanevalfix/Python/32", "humanevalfix/Python/46",
+                           "humanevalfix/Python/139"],  # copy ratio deciles 0.1, 0.4, 0.7, 0.95
+    "edits-requests": ["psf/requests@65a765fe88:requests/sessions.py", "psf/requests@03e5f5daf3:setup.py"],
 }
+QUICK_METHODS = (*ENGINE_METHODS, "hf-regular", "hf-pld-10", "hf-pld-40-ngram10", "hf-assisted")
 
 
 @dataclass

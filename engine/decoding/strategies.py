@@ -69,7 +69,11 @@ class Blazedit(Regular):
     model verifies (keeping the matching prefix plus its own next token), and the
     tokens gathered over up to ``max_num_run`` draft passes go to the target.
     Copy-heavy stretches yield long drafts at the draft model's cost; real edits
-    yield short drafts of draft-model quality."""
+    yield short drafts of draft-model quality.
+
+    While the target accepts all of a lookup, the next lookup goes to the target
+    directly: the draft model would only confirm it, at the cost of its passes.
+    After a rejection (an edit point) the draft layer is back in play."""
 
     def __init__(self, draft: CachedModel, options: DecodingOptions, eos: set[int]):
         self.draft = draft
@@ -78,10 +82,13 @@ class Blazedit(Regular):
         self.max_num_run = options.max_num_run
         self.max_draft_tokens = options.max_draft_tokens
         self.eos = eos
+        self.lookup_on_track = False
 
     def propose(self, seq: Sequence[int], budget: int) -> list[int]:
         self.index.extend(seq)
         limit = min(self.max_draft_tokens, budget)
+        if self.lookup_on_track and (copied := self.index.propose(seq, min(self.micro_draft_tokens, limit))):
+            return copied
         drafts: list[int] = []
         for _ in range(self.max_num_run):
             if len(drafts) >= limit or (drafts and drafts[-1] in self.eos):
@@ -90,6 +97,9 @@ class Blazedit(Regular):
             micro = self.index.propose(context, min(self.micro_draft_tokens, limit - len(drafts) - 1))
             drafts += verify(self.draft, context, micro)
         return drafts[:limit]
+
+    def observe(self, proposed: int, accepted: int) -> None:
+        self.lookup_on_track = proposed > 0 and accepted == proposed
 
 
 def make(method: str, options: DecodingOptions, draft: CachedModel | None, eos: set[int]) -> Regular:

@@ -7,7 +7,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import models
+from engine import models, prompts
+from engine.decoding.cached_model import common_prefix_length
 from engine.protocol import METHODS, DecodingOptions
 from engine.session import Engine, Result
 
@@ -121,8 +122,10 @@ def test_prefix_reuse_gives_the_same_text(engines):
     text = "\n".join(LINES * 3)
     options = DecodingOptions(max_new_tokens=50)
     first = run(engine, text, "blazedit", options, "add types")
-    run(engine, "other = 2\n" * 10, "pld", options, "something else")  # evicts the live cache
+    run(engine, "other = 2\n" * 10, "pld", options, "something else")  # the live cache now holds another file
     again = run(engine, text, "blazedit", options, "add docs")
-    assert again.stats.cached_tokens > len(text)  # byte tokenizer: one token per byte of the file
+    shared = common_prefix_length(*(engine.prompt_tokens(prompts.build(text, i, "t.py")) for i in ("add types", "add docs")))
+    assert shared > len(text)  # system message and the whole file (byte tokenizer: a token per byte)
+    assert again.stats.cached_tokens == shared  # restored from the prefix cache, not just the live cache
     assert again.tokens == run(cold(engine), text, "blazedit", options, "add docs").tokens
     assert first.stats.cached_tokens == 0

@@ -61,7 +61,23 @@ def build_parser() -> argparse.ArgumentParser:
     edit.set_defaults(run=run_edit)
     add_engine_option(edit)
     add_engine_commands(sub)
+    add_bench_command(sub)
     return parser
+
+
+def add_bench_command(sub) -> None:
+    from engine.bench import DEFAULT_METHODS
+
+    bench = sub.add_parser("bench", help="compare decoding methods on an edit dataset (JSONL)")
+    bench.add_argument("dataset", type=Path)
+    bench.add_argument("--methods", nargs="+", metavar="METHOD",
+                       help=f"default: {' '.join(DEFAULT_METHODS)} (with --quick: a smaller hf-pld grid)")
+    subset = bench.add_mutually_exclusive_group()
+    subset.add_argument("--limit", type=int, help="first N items")
+    subset.add_argument("--quick", action="store_true", help="a fixed stratified subset (~20 minutes on a 2-core CPU)")
+    add_model_arguments(bench)
+    bench.add_argument("--out", type=Path, default=Path("bench/results/latest"))
+    bench.set_defaults(run=run_bench)
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -130,6 +146,41 @@ def run_edit(args: argparse.Namespace) -> int:
     return report(args, text, result)
 
 
+def run_bench(args: argparse.Namespace) -> int:
+    import shlex
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from engine import bench
+    from engine.session import Engine, EngineError
+
+    args.methods = args.methods or list(bench.QUICK_METHODS if args.quick else bench.DEFAULT_METHODS)
+    unknown = [m for m in args.methods if m not in bench.DEFAULT_METHODS and not m.startswith("hf-pld-")]
+    if unknown:
+        raise CliError(f"unknown bench method(s) {', '.join(unknown)}: use {' '.join(bench.DEFAULT_METHODS)}")
+    ids = bench.QUICK_IDS.get(args.dataset.stem) if args.quick else None
+    if args.quick and ids is None:
+        raise CliError(f"--quick has no subset for {args.dataset.stem}: use --limit")
+    try:
+        items = bench.load_items(args.dataset, ids, args.limit)
+    except OSError as exc:
+        raise CliError(f"cannot read {args.dataset}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise CliError(f"{args.dataset} is not JSON lines: {exc}") from None
+    command = "blazedit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    try:
+        engine = Engine.load(args.model, draft_spec(args), device=args.device, dtype=args.dtype, threads=args.threads)
+    except EngineError as exc:
+        raise CliError(exc.message) from None
+    console = Console(stderr=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console) as progress:
+        summary = bench.run_bench(engine, items, args.methods, args.out, command, progress)
+    print((args.out / "results.md").read_text())
+    return 0 if summary else 1
+
+
 def report(args: argparse.Namespace, before: str, result) -> int:
     stats = result.stats
     if args.json:
@@ -160,4 +211,8 @@ def report(args: argparse.Namespace, before: str, result) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the engine.cli module, not this __main__ copy of it: otherwise a CliError
+    # raised by code that imports engine.cli would not be this copy's CliError.
+    from engine.cli import main as module_main
+
+    sys.exit(module_main())

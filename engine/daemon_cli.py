@@ -1,0 +1,220 @@
+"""`blazedit engine serve|status|stop`, and `blazedit edit --engine auto|embedded|ADDRESS`.
+
+Kept apart from engine/cli.py so that the CLI gains the daemon with two calls:
+``add_engine_commands(sub)`` and ``add_engine_option(edit_parser)``, plus
+``edit_via_daemon`` at the top of the edit command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import msgspec
+
+from engine import protocol
+from engine.address import AddressError, default_address, lock_owner, parse_address, parse_tcp, read_token
+
+ENGINE_HELP = ("auto: a running daemon on the default socket if it serves --model, else in this process; "
+               "embedded: in this process; or a daemon's ADDRESS (socket path or tcp://HOST:PORT)")
+
+
+def add_engine_option(edit: argparse.ArgumentParser) -> None:
+    edit.add_argument("--engine", default="auto", metavar="auto|embedded|ADDRESS", help=ENGINE_HELP)
+
+
+def add_engine_commands(sub) -> None:
+    from engine.cli import add_model_arguments
+
+    engine = sub.add_parser("engine", help="run or manage the resident engine daemon")
+    actions = engine.add_subparsers(required=True, metavar="ACTION")
+
+    serve = actions.add_parser("serve", help="load the models once and serve every editor (foreground)")
+    where = serve.add_mutually_exclusive_group()
+    where.add_argument("--socket", help="Unix socket path (default: engine.sock in the per-user runtime directory)")
+    where.add_argument("--tcp", metavar="HOST:PORT", help="listen on TCP (beyond loopback only with a token)")
+    add_model_arguments(serve)
+    serve.add_argument("--token-file", help="file holding the shared token (default: $BLAZEDIT_TOKEN)")
+    serve.add_argument("--idle-timeout", type=float, default=None, metavar="SECONDS",
+                       help="stop after this long without requests or jobs")
+    serve.add_argument("--max-document-bytes", type=int, default=4 * 1024 * 1024)
+    serve.add_argument("--max-queue", type=int, default=256, help="jobs that may wait before new ones are refused")
+    serve.add_argument("--log-file", help="default: next to the socket")
+    serve.add_argument("--parent-fd", type=int, default=None, help=argparse.SUPPRESS)
+    serve.set_defaults(run=run_serve)
+
+    for name, run, text in (("status", run_status, "models, device, queue, jobs, cache use, uptime"),
+                            ("stop", run_stop, "stop a running daemon")):
+        parser = actions.add_parser(name, help=text)
+        parser.add_argument("--engine", "--address", dest="address", default=None, metavar="ADDRESS",
+                            help="socket path or tcp://HOST:PORT (default: the per-user socket)")
+        parser.add_argument("--token-file", help="file holding the shared token (default: $BLAZEDIT_TOKEN)")
+        parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the daemon")
+        if name == "status":
+            parser.add_argument("--json", action="store_true")
+        parser.set_defaults(run=run)
+
+
+def _cli_error(message: str, status: int = 2) -> Exception:
+    from engine.cli import CliError
+
+    return CliError(message, status)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from engine.cli import draft_spec
+    from engine.daemon import ServeOptions, serve
+
+    try:
+        address = parse_tcp(args.tcp) if args.tcp else parse_address(args.socket) if args.socket else default_address()
+        options = ServeOptions(
+            address=address, model=args.model, draft=draft_spec(args), device=args.device, dtype=args.dtype,
+            threads=args.threads, token=read_token(args.token_file), idle_timeout=args.idle_timeout,
+            max_document_bytes=args.max_document_bytes, max_queue=args.max_queue,
+            log_path=Path(args.log_file).expanduser().absolute() if args.log_file else None, parent_fd=args.parent_fd)
+        status = serve(options)
+    except AddressError as exc:
+        raise _cli_error(str(exc)) from None
+    # Socket, lock and log are released by now; skip the interpreter's teardown of
+    # torch (1-2 s), which would only delay the exit that `engine stop` waits for.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
+def _client(args: argparse.Namespace, address: str | None):
+    from blazedit_lsp.engine_client import EngineClient
+
+    try:
+        token = read_token(getattr(args, "token_file", None))
+        return EngineClient(address or str(default_address()), token=token, spawn=False, client_name="blazedit-cli")
+    except AddressError as exc:
+        raise _cli_error(str(exc)) from None
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from blazedit_lsp.engine_client import EngineUnavailable
+
+    async def ask() -> protocol.StatusReply:
+        async with _client(args, args.address) as client:
+            return await asyncio.wait_for(client.status(), args.timeout)
+
+    try:
+        reply = asyncio.run(ask())
+    except (EngineUnavailable, asyncio.TimeoutError) as exc:
+        raise _cli_error(str(exc) or "the daemon did not answer in time", 1) from None
+    if args.json:
+        print(json.dumps(msgspec.to_builtins(reply)))
+        return 0
+    for line in describe_status(reply):
+        print(line)
+    return 0
+
+
+def describe_status(s: protocol.StatusReply) -> list[str]:
+    def model(m: protocol.ModelInfo | None) -> str:
+        return f"{m.spec} ({m.runtime}, {m.device}, {m.dtype}, {m.context_tokens} tokens context)" if m else "none"
+
+    running = [j for j in s.jobs if j.state == "running"]
+    lines = [
+        f"engine daemon {s.version}, pid {s.pid}, up {_duration(s.uptime_seconds)}, on {s.address}",
+        f"  target:  {model(s.target)}",
+        f"  draft:   {model(s.draft)}",
+        f"  queue:   {s.concurrency}; {len(running)} running, {len(s.jobs) - len(running)} queued, "
+        f"{s.jobs_accepted} accepted since start",
+    ]
+    lines += [f"    {j.state:8} {j.job_id}  {j.document or ''}  {j.tokens} tokens" for j in s.jobs]
+    lines += [
+        f"  clients: {s.clients}",
+        f"  prefix cache: {s.cache_entries} prompts, "
+        f"{s.cache_bytes / 2**20:.1f} of {s.cache_budget_bytes / 2**20:.0f} MiB",
+        f"  idle timeout: {_duration(s.idle_timeout_seconds) if s.idle_timeout_seconds else 'none'}",
+        f"  log: {s.log_path}",
+    ]
+    return lines
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def run_stop(args: argparse.Namespace) -> int:
+    from blazedit_lsp.engine_client import EngineUnavailable
+
+    client = _client(args, args.address)
+
+    async def stop() -> int:
+        welcome_pid = (await client.status()).pid
+        await client.shutdown()
+        await client.close()
+        return welcome_pid
+
+    try:
+        pid = asyncio.run(asyncio.wait_for(stop(), args.timeout))
+    except (EngineUnavailable, asyncio.TimeoutError) as exc:
+        raise _cli_error(str(exc) or "the daemon did not answer in time", 1) from None
+    if not client.address.is_tcp:  # wait until it has released its socket and lock (bounded)
+        deadline = time.monotonic() + args.timeout
+        while lock_owner(client.address.lock_path) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    print(f"stopped the engine daemon (pid {pid}) on {client.address}", file=sys.stderr)
+    return 0
+
+
+def edit_via_daemon(args: argparse.Namespace, text: str, options: protocol.DecodingOptions):
+    """Run ``blazedit edit`` on a daemon; returns its Done, or None to run in this process
+    (``--engine embedded``, or ``auto`` with no daemon serving the requested model)."""
+    from blazedit_lsp.engine_client import EngineUnavailable
+
+    if args.engine == "embedded":
+        return None
+    explicit = args.engine != "auto"
+    client = _client(args, None if not explicit else args.engine)
+
+    async def run() -> protocol.Done | None:
+        try:
+            welcome = await client.connect()
+        except EngineUnavailable:
+            if explicit:
+                raise
+            return None
+        if not explicit and welcome.target.spec != args.model:
+            return None  # the running daemon serves another model
+        from engine.edit_progress import EditProgress
+
+        edit = protocol.Edit(job_id=uuid.uuid4().hex, text=text, instruction=args.instruction,
+                             path=str(args.path), document=str(args.path), method=args.method, options=options)
+        with EditProgress(len(text), enabled=not args.json) as progress:
+            progress.status(f"waiting for the engine daemon at {client.address}")
+            async for message in client.edit(edit):
+                match message:
+                    case protocol.Queued(position=position):
+                        progress.status(f"queued behind {position} job(s)")
+                    case protocol.Progress():
+                        progress.update(message.text, message.stats)
+                    case protocol.Done():
+                        return message
+                    case protocol.Error():
+                        raise _cli_error(message.message)
+        return None
+
+    async def run_and_close():
+        try:
+            return await run()
+        finally:
+            await client.close()
+
+    try:
+        return asyncio.run(run_and_close())
+    except EngineUnavailable as exc:
+        raise _cli_error(str(exc)) from None

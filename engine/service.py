@@ -1,0 +1,263 @@
+"""The daemon's job queue: one decoding job at a time, in one worker thread.
+
+``Engine.edit`` is a blocking generator and the Engine is not thread-safe, so a
+single worker thread runs one job at a time while the event loop keeps serving
+connections. Jobs run in arrival order. Every message of a job reaches its
+connection's ``send`` on the event-loop thread, in order, and every accepted job
+gets exactly one terminal message (``Done`` or ``Error``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+from engine import protocol
+from engine.session import Engine, EngineError, Result
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[protocol.Message], None]  # called on the loop thread; must not block
+StopReason = Literal["cancelled", "shutting_down"]
+
+
+@dataclass(eq=False)
+class Job:
+    edit: protocol.Edit
+    owner: object  # the connection that sent it
+    send: Send
+    queue_position: int
+    state: Literal["queued", "running"] = "queued"
+    stop: threading.Event = field(default_factory=threading.Event)
+    stop_reason: StopReason = "cancelled"
+    tokens: int = 0  # written by the worker thread, read by status
+
+    @property
+    def key(self) -> tuple[object, str]:
+        return self.owner, self.edit.job_id  # the owner itself, not id(): ids are reused after a disconnect
+
+
+def _ignore(message: protocol.Message) -> None:
+    """Where a disconnected client's messages go."""
+
+
+class Service:
+    def __init__(self, engine: Engine, *, max_document_bytes: int = 4 * 1024 * 1024,
+                 max_queue: int = 256, progress_interval: float = 0.05):
+        self.engine = engine
+        self.max_document_bytes = max_document_bytes
+        self.max_queue = max_queue
+        self.progress_interval = progress_interval
+        self.jobs_accepted = 0
+        self.last_active = time.monotonic()
+        self._queue: deque[Job] = deque()
+        self._jobs: dict[tuple[object, str], Job] = {}
+        self._running: Job | None = None
+        self._closing = False
+        self._wakeup = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
+        self.cache_usage = self._read_cache_usage()
+
+    def _read_cache_usage(self) -> tuple[int, int, int]:
+        """(entries, bytes, budget) of the prefix KV cache. Read only by the worker thread
+        (or before it starts): the status reads this copy, never the live cache."""
+        cache = self.engine.prefix_cache
+        return len(cache), cache.nbytes, cache.budget_bytes
+
+    # ------------------------------------------------------------ loop thread
+
+    def submit(self, owner: object, send: Send, edit: protocol.Edit) -> None:
+        """Queue ``edit`` or answer it with an Error; supersedes the owner's older job
+        for the same document."""
+        refusal = self._refusal(owner, edit)
+        if refusal:
+            send(protocol.Error(code=refusal[0], message=refusal[1], job_id=edit.job_id))
+            return
+        if edit.document is not None:
+            for job in [j for j in self._jobs.values() if j.owner is owner and j.edit.document == edit.document]:
+                log.info("job %s supersedes %s (%s)", edit.job_id, job.edit.job_id, edit.document)
+                self._stop(job, "cancelled")
+        position = len(self._queue) + (self._running is not None)
+        job = Job(edit, owner, send, position)
+        self._queue.append(job)
+        self._jobs[job.key] = job
+        self.jobs_accepted += 1
+        log.info("job %s queued at %d (%s, %d chars)", edit.job_id, position, edit.method, len(edit.text))
+        if position:
+            send(protocol.Queued(job_id=edit.job_id, position=position))
+        self._wakeup.set()
+
+    def _refusal(self, owner: object, edit: protocol.Edit) -> tuple[protocol.ErrorCode, str] | None:
+        if self._closing:
+            return "shutting_down", "the engine daemon is shutting down"
+        if (owner, edit.job_id) in self._jobs:
+            return "duplicate_job", f"job id {edit.job_id!r} is already in use on this connection"
+        size = len(edit.text.encode("utf-8", "surrogatepass"))
+        if size > self.max_document_bytes:
+            return "too_large", f"the document is {size} bytes; this daemon accepts at most {self.max_document_bytes}"
+        if edit.method not in self.engine.methods:
+            return "unknown_method", (f"method {edit.method!r} is not available here "
+                                      f"(this daemon offers {', '.join(self.engine.methods)})")
+        if len(self._queue) >= self.max_queue:
+            return "busy", f"the queue is full ({self.max_queue} jobs waiting); retry later"
+        return None
+
+    def cancel(self, owner: object, job_id: str) -> None:
+        """Stop a job of ``owner``; unknown or finished jobs are ignored (the race is normal)."""
+        job = self._jobs.get((owner, job_id))
+        if job:
+            self._stop(job, "cancelled")
+
+    def has_job(self, owner: object, job_id: str) -> bool:
+        return (owner, job_id) in self._jobs
+
+    def drop_owner(self, owner: object) -> None:
+        """The connection is gone: cancel its jobs and discard their messages."""
+        for job in [j for j in self._jobs.values() if j.owner is owner]:
+            job.send = _ignore
+            self._stop(job, "cancelled")
+
+    def _stop(self, job: Job, reason: StopReason) -> None:
+        if job.state == "queued":
+            log.info("job %s %s while queued", job.edit.job_id, reason)
+            self._queue.remove(job)
+            self._finish(job, self._stopped_message(job, reason, "", protocol.Stats()))
+        else:
+            job.stop_reason = reason
+            job.stop.set()  # the engine polls it between forward passes
+
+    @staticmethod
+    def _stopped_message(job: Job, reason: StopReason, text: str, stats: protocol.Stats) -> protocol.Message:
+        if reason == "shutting_down":
+            return protocol.Error(code="shutting_down", message="the engine daemon is shutting down",
+                                  job_id=job.edit.job_id)
+        return protocol.Done(job_id=job.edit.job_id, text=text, finish_reason="cancelled", stats=stats)
+
+    def _deliver(self, job: Job, message: protocol.Message) -> None:
+        if isinstance(message, (protocol.Done, protocol.Error)):
+            self._finish(job, message)
+        else:
+            job.send(message)
+
+    def _finish(self, job: Job, message: protocol.Message) -> None:
+        self._jobs.pop(job.key, None)
+        self.last_active = time.monotonic()
+        job.send(message)
+
+    def job_infos(self) -> list[protocol.JobInfo]:
+        jobs = ([self._running] if self._running else []) + list(self._queue)
+        return [protocol.JobInfo(job_id=j.edit.job_id, document=j.edit.document, state=j.state, tokens=j.tokens)
+                for j in jobs if j.key in self._jobs]  # a finished job's worker may not have returned yet
+
+    @property
+    def idle(self) -> bool:
+        return not self._jobs
+
+    async def run(self) -> None:
+        """The worker loop; returns after ``close()`` once the running job has stopped."""
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                while not self._queue:
+                    if self._closing:
+                        return
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                job = self._running = self._queue.popleft()
+                job.state = "running"
+                try:
+                    await loop.run_in_executor(self._executor, self._decode, job, loop)
+                finally:
+                    self._running = None
+        finally:
+            self._executor.shutdown(wait=False)
+
+    def close(self) -> None:
+        """Refuse new jobs; end every job with Error(shutting_down)."""
+        self._closing = True
+        for job in list(self._jobs.values()):
+            self._stop(job, "shutting_down")
+        self._wakeup.set()
+
+    # ------------------------------------------------------------ worker thread
+
+    def _decode(self, job: Job, loop: asyncio.AbstractEventLoop) -> None:
+        """Run one job to its end; the boundary where engine failures become Errors."""
+
+        def post(message: protocol.Message) -> None:
+            loop.call_soon_threadsafe(self._deliver, job, message)
+
+        edit = job.edit
+        stream = _Stream(job, post, self.progress_interval)
+        try:
+            events = self.engine.edit(edit.text, edit.instruction, path=edit.path, language=edit.language,
+                                      method=edit.method, options=edit.options, should_stop=job.stop.is_set)
+            terminal: protocol.Message = protocol.Error(
+                code="internal", message="the engine ended without a result", job_id=edit.job_id)
+            with contextlib.closing(events):  # the engine files the prompt's KV cache on close, on this thread
+                for event in events:
+                    if isinstance(event, Result):
+                        stream.flush()
+                        terminal = self._terminal(job, event)
+                        break
+                    stream.step(event.text, event.stats)
+            self.cache_usage = self._read_cache_usage()
+            post(terminal)
+        except EngineError as exc:
+            log.info("job %s refused: %s (%s)", edit.job_id, exc.code, exc.message)
+            post(protocol.Error(code=exc.code, message=exc.message, job_id=edit.job_id))
+        except Exception as exc:  # noqa: BLE001 - the worker must survive any engine failure
+            log.exception("job %s failed", edit.job_id)
+            post(protocol.Error(code="model_error", message=f"the engine failed: {exc}", job_id=edit.job_id))
+
+    def _terminal(self, job: Job, result: Result) -> protocol.Message:
+        log.info("job %s %s: %d tokens in %.2fs (%d cached)", job.edit.job_id, result.finish_reason,
+                 result.stats.tokens, result.stats.seconds, result.stats.cached_tokens)
+        if result.finish_reason == "cancelled":
+            return self._stopped_message(job, job.stop_reason, result.text, result.stats)
+        return protocol.Done(job_id=job.edit.job_id, text=result.text, finish_reason=result.finish_reason,
+                             stats=result.stats)
+
+
+class _Stream:
+    """Turns the engine's per-forward-pass steps into Started + throttled Progress."""
+
+    def __init__(self, job: Job, post: Callable[[protocol.Message], None], interval: float):
+        self.job, self.post, self.interval = job, post, interval
+        self.started = False
+        self.pending: list[str] = []
+        self.stats: protocol.Stats | None = None
+        self.chars = 0
+        self.last = 0.0
+
+    def step(self, text: str, stats: protocol.Stats) -> None:
+        self.job.tokens = stats.tokens
+        if not self.started:
+            self.started = True
+            self.post(protocol.Started(job_id=self.job.edit.job_id, queue_position=self.job.queue_position,
+                                       prompt_tokens=stats.prompt_tokens, cached_tokens=stats.cached_tokens))
+        if text:
+            self.pending.append(text)
+        self.stats = stats
+        if time.monotonic() - self.last >= self.interval:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending or self.stats is None:
+            return
+        text = "".join(self.pending)
+        self.pending.clear()
+        self.chars += len(text)
+        self.last = time.monotonic()
+        stats = self.stats
+        decoding = stats.seconds - stats.prefill_seconds
+        self.post(protocol.Progress(job_id=self.job.edit.job_id, text=text, chars=self.chars,
+                                    tokens_per_second=stats.tokens / decoding if decoding > 0 else 0.0,
+                                    stats=stats))

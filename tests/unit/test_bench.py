@@ -1,0 +1,36 @@
+"""The benchmark harness on the tiny model: engine methods and transformers' generate() side by side."""
+
+import json
+
+from engine.cli import main
+
+ITEMS = [
+    {"id": f"t{i}", "path": "f.py", "instruction": "fix it", "before": "def f(x):\n    return x\n" * (i + 1),
+     "after": "", "chars": 0, "copy_ratio": 1.0}
+    for i in range(2)
+]
+
+
+def test_bench_writes_results_with_summary_and_identity(tmp_path, capsys):
+    dataset = tmp_path / "d.jsonl"
+    dataset.write_text("".join(json.dumps(item) + "\n" for item in ITEMS))
+    out = tmp_path / "out"
+    methods = ["regular", "pld", "blazedit", "hf-regular", "hf-pld-10", "hf-assisted"]
+    assert main(["bench", str(dataset), "--model", "tiny-random", "--methods", *methods, "--out", str(out)]) == 0
+    data = json.loads((out / "results.json").read_text())
+    assert set(data["summary"]) == set(methods)
+    for method, summary in data["summary"].items():
+        assert summary["p90"] <= summary["p50"] <= max(r["chars_per_second"] for r in data["records"]
+                                                          if r["method"] == method)
+        assert summary["identity_rate"] == 1.0  # float32: every method, ours and transformers', is exact
+    assert len(data["records"]) == len(ITEMS) * len(methods)
+    assert all(r["oracle_seconds"] > 0 for r in data["records"])
+    assert (out / "chars_per_second.png").stat().st_size > 0
+    assert "| blazedit |" in (out / "results.md").read_text()
+
+
+def test_bench_refuses_unknown_methods(tmp_path, capsys):
+    dataset = tmp_path / "d.jsonl"
+    dataset.write_text(json.dumps(ITEMS[0]) + "\n")
+    assert main(["bench", str(dataset), "--model", "tiny-random", "--methods", "magic"]) == 2
+    assert "unknown bench method(s) magic" in capsys.readouterr().err

@@ -1,0 +1,7 @@
+"""`python -m blazedit_lsp` = `blazedit-lsp`."""
+
+import sys
+
+from .server import main
+
+sys.exit(main())

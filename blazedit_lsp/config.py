@@ -1,0 +1,118 @@
+"""Server settings from initializationOptions and workspace/didChangeConfiguration.
+
+Why per-key validation: one mistyped setting must not throw away the others
+or stop the server. Each key is checked on its own; a bad one is reported
+(naming the key) and keeps its default.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+import msgspec
+
+from engine import protocol
+
+log = logging.getLogger(__name__)
+
+SECTION = "blazedit"
+"""Settings may come wrapped in this section (VS Code style) or bare."""
+
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+
+
+class Config(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
+    """All keys optional; camelCase on the wire (docs/lsp.md lists them)."""
+
+    engine: NonEmpty = "auto"
+    """"auto": use or spawn the daemon; "embedded": engine in a child process
+    of the server; or a daemon address (socket path or tcp://host:port)."""
+    engine_token: str | None = None
+    """Token for a TCP daemon."""
+    model: str | None = None
+    """Target model spec as in `blazedit edit` (None: the engine's default)."""
+    draft: str | None = None
+    """Draft model spec (None: the engine's default)."""
+    method: protocol.Method = "blazedit"
+    max_new_tokens: Positive | None = None
+    max_ngram: Positive = 10
+    num_tokens: Positive = 40
+    assisted_start_tokens: Positive = 5
+    micro_draft_tokens: Positive = 80
+    max_num_run: Positive = 4
+    max_draft_tokens: Positive = 256
+    presets: list[NonEmpty] = msgspec.field(default_factory=lambda: ["add docstrings", "add type hints", "fix bugs"])
+    """One code action per preset instruction."""
+    default_instruction: str = ""
+    """Used when an edit has no instruction from its arguments or a comment."""
+    instruction_marker: NonEmpty = "AI:"
+    """Comment lines starting with this marker give the instruction."""
+    max_file_bytes: Positive = 256 * 1024
+    progress_interval_ms: Annotated[int, msgspec.Meta(ge=0)] = 250
+    command_timeout_ms: Annotated[int, msgspec.Meta(ge=0)] = 100_000
+    """How long blazedit.editFile may hold its request open before answering
+    and applying later through workspace/applyEdit (Zed gives up at 120 s)."""
+
+    def decoding_options(self) -> protocol.DecodingOptions:
+        return protocol.DecodingOptions(
+            max_new_tokens=self.max_new_tokens,
+            max_ngram=self.max_ngram,
+            num_tokens=self.num_tokens,
+            assisted_start_tokens=self.assisted_start_tokens,
+            micro_draft_tokens=self.micro_draft_tokens,
+            max_num_run=self.max_num_run,
+            max_draft_tokens=self.max_draft_tokens,
+        )
+
+    def engine_key(self) -> tuple[str, str | None, str | None, str | None]:
+        """Settings that need a new engine connection when they change."""
+        return (self.engine, self.engine_token, self.model, self.draft)
+
+
+_FIELDS = {f.encode_name: f for f in msgspec.structs.fields(Config)}
+
+
+def parse(settings: Any, base: Config | None = None) -> tuple[Config, list[str]]:
+    """Validate ``settings`` over ``base`` (defaults when None).
+
+    Returns the new config and one problem message per rejected key; rejected
+    keys keep their value from ``base``. Never raises.
+    """
+    config = base or Config()
+    if settings is None:
+        return config, []
+    if isinstance(settings, dict) and isinstance(settings.get(SECTION), dict):
+        settings = settings[SECTION]
+    if not isinstance(settings, dict):
+        return config, [f"settings must be an object, got {type(settings).__name__}; using defaults"]
+    values, problems = {}, []
+    for key, value in settings.items():
+        field = _FIELDS.get(key)
+        if field is None:
+            problems.append(f"unknown setting {key!r} ignored")
+            continue
+        try:
+            one = msgspec.convert({key: value}, Config)
+        except msgspec.ValidationError as e:
+            problems.append(f"invalid setting {key!r}: {_reason(e)}; using {_show(getattr(config, field.name))}")
+            continue
+        values[field.name] = getattr(one, field.name)
+    if values:
+        config = msgspec.structs.replace(config, **values)
+    return config, problems
+
+
+def _reason(error: msgspec.ValidationError) -> str:
+    text = str(error)
+    return text.split(" - at ", 1)[0]
+
+
+def _show(value: Any) -> str:
+    return "the default" if value is None else msgspec.json.encode(value).decode()
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    """camelCase dict, as in the settings (for status and docs)."""
+    return msgspec.to_builtins(config)

@@ -1,0 +1,269 @@
+"""One AI edit: stream it from the engine, check it, rebase it on what the user
+typed meanwhile, and apply it as one versioned workspace/applyEdit.
+
+The server never writes files; it only asks the editor to apply edits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import TYPE_CHECKING
+
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException
+
+from engine import protocol
+
+from .edits import RebaseConflict, rebase, split_lines, text_edits
+from .engine_link import unavailable_errors
+from .jobs import Job, Progress
+
+if TYPE_CHECKING:
+    from .server import BlazeditServer
+
+log = logging.getLogger(__name__)
+
+CANCEL_GRACE_S = 30.0
+"""After asking the engine to cancel, how long to wait for the job's end
+before dropping the stream (the engine answers within one forward pass)."""
+APPLY_ATTEMPTS = 3
+"""Rebase-and-apply tries when the user keeps typing while the edit lands."""
+MASS_DELETION = 0.5
+"""Results shorter than this share of the input need a confirmation..."""
+_ASKS_TO_DELETE = re.compile(
+    r"\b(delet|remov|drop|strip|clear|eras|shorten|trim|condens|minif|simplif|reduc|cut|empt|prun|purg)", re.I
+)
+"""...unless the instruction asks for it."""
+APPLY, DISCARD = "Apply", "Discard"
+
+
+class EngineJobError(Exception):
+    """The engine answered the job with an Error."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def describe_engine_error(code: str, message: str) -> str:
+    """A message for the user, saying what to do where we know."""
+    if code == "context_overflow":
+        return f"the document is too large for the model's context ({message}); edit a smaller file"
+    if code == "too_large":
+        return f"the document is too large for the engine ({message})"
+    if code == "model_error":
+        return f"the model failed: {message}"
+    return f"engine error ({code}): {message}"
+
+
+def guard(sent: str, result: str, finish_reason: str, instruction: str) -> str | None:
+    """Why the result needs an explicit confirmation, or None."""
+    if finish_reason == "length":
+        return "the engine stopped at its length limit, so the file may be cut off"
+    if not result.strip() and sent.strip():
+        return "the engine returned an empty file"
+    had, kept = len(sent.strip()), len(result.strip())
+    lines = sum(1 for line in split_lines(sent) if line.strip())
+    if lines >= 3 and kept < MASS_DELETION * had and not _ASKS_TO_DELETE.search(instruction):
+        return f"the edit deletes most of the file ({had - kept} of {had} characters)"
+    return None
+
+
+def _crlf_only(text: str) -> bool:
+    return "\r\n" in text and text.count("\r") == text.count("\n") == text.count("\r\n")
+
+
+def _lf_only(text: str) -> bool:
+    return "\n" in text and "\r" not in text
+
+
+def keep_line_endings(sent: str, result: str) -> str:
+    """The result in the file's line-ending style, when a model answered a
+    CRLF file in LF (or the reverse). Anything less clear-cut is left alone:
+    a stray "\r" in the output is content, not a style."""
+    if _crlf_only(sent) and _lf_only(result):
+        return result.replace("\n", "\r\n")
+    if _lf_only(sent) and _crlf_only(result):
+        return result.replace("\r\n", "\n")
+    return result
+
+
+async def run(ls: BlazeditServer, job: Job) -> None:
+    """The whole job, ending its progress whatever happens (a task boundary)."""
+    progress = Progress(ls, job, ls.config.progress_interval_ms)
+    state, summary = "failed", "failed"
+    try:
+        title = job.instruction if len(job.instruction) <= 60 else job.instruction[:59] + "…"
+        await progress.begin(f"Blazedit: {title}")
+        done = await _generate(ls, job, progress)
+        if done is None:
+            state, summary = "cancelled", f"cancelled ({job.cancel_reason or 'by the engine'})"
+        else:
+            state, summary = await _deliver(ls, job, done)
+    except unavailable_errors() as e:
+        await ls.engine.drop()
+        summary = f"engine not reachable: {e}"
+        ls.tell(types.MessageType.Error, summary)
+    except EngineJobError as e:
+        summary = describe_engine_error(e.code, str(e))
+        ls.tell(types.MessageType.Error, summary)
+    except asyncio.CancelledError:
+        state, summary = "cancelled", "cancelled (server shutting down)"
+        raise
+    except Exception as e:  # boundary: a bug must end this job, not the server
+        log.exception("job %s failed", job.id)
+        summary = f"internal error: {e!r} (see the server log)"
+        ls.tell(types.MessageType.Error, summary)
+    finally:
+        ls.jobs.remove(job)
+        job.finish(state, summary)  # the command's answer goes out after the end below
+        log.info("job %s %s: %s", job.id, state, summary)
+        progress.end(summary)
+
+
+async def _generate(ls: BlazeditServer, job: Job, progress: Progress) -> protocol.Done | None:
+    """The engine's Done, or None when the job was cancelled."""
+    if not ls.engine.connected:
+        progress.message("connecting to the engine (the first edit may start it and load the model)")
+    client = await ls.engine.client(ls.config)
+    if job.cancelled.is_set():
+        return None
+    doc = ls.open_document(job.uri)
+    request = protocol.Edit(
+        job_id=job.id,
+        text=job.sent,
+        instruction=job.instruction,
+        path=(doc.path if doc else "") or "",
+        language=doc.language_id if doc else None,
+        document=job.uri,
+        method=ls.config.method,
+        options=ls.config.decoding_options(),
+    )
+    stream = asyncio.ensure_future(_consume(client, request, job, progress))
+    cancelled = asyncio.ensure_future(job.cancelled.wait())
+    try:
+        await asyncio.wait({stream, cancelled}, return_when=asyncio.FIRST_COMPLETED)
+        if not stream.done():
+            await _cancel_engine_job(client, job, stream)
+            return None
+        done = stream.result()
+        return None if job.cancelled.is_set() or done.finish_reason == "cancelled" else done
+    finally:
+        cancelled.cancel()
+        if not stream.done():
+            stream.cancel()
+
+
+async def _cancel_engine_job(client, job: Job, stream: asyncio.Future) -> None:
+    """Ask the engine to stop the job and wait (bounded) for its end."""
+    try:
+        await client.cancel(job.id)
+    except Exception:  # boundary: a dead engine has stopped the job anyway
+        log.warning("could not cancel engine job %s", job.id, exc_info=True)
+    try:
+        await asyncio.wait_for(asyncio.shield(stream), CANCEL_GRACE_S)
+    except asyncio.TimeoutError:
+        log.warning("engine job %s did not end within %s s of its cancel", job.id, CANCEL_GRACE_S)
+    except Exception:  # boundary: the stream's own error no longer matters
+        log.debug("engine job %s ended with an error after its cancel", job.id, exc_info=True)
+
+
+async def _consume(client, request: protocol.Edit, job: Job, progress: Progress) -> protocol.Done:
+    chars = 0
+    async for msg in client.edit(request):
+        if isinstance(msg, protocol.Queued):
+            progress.message(f"queued ({msg.position} ahead)")
+        elif isinstance(msg, protocol.Started):
+            cached = f", {msg.cached_tokens} cached" if msg.cached_tokens else ""
+            progress.message(f"generating ({msg.prompt_tokens} prompt tokens{cached})")
+        elif isinstance(msg, protocol.Progress):
+            job.stats = msg.stats
+            chars = max(chars + len(msg.text), msg.chars)
+            progress.report(msg.stats, chars, msg.tokens_per_second)
+        elif isinstance(msg, protocol.Done):
+            job.stats = msg.stats
+            return msg
+        elif isinstance(msg, protocol.Error):
+            raise EngineJobError(msg.code, msg.message)
+    raise EngineJobError("internal", "the engine ended the job without a result")
+
+
+async def _deliver(ls: BlazeditServer, job: Job, done: protocol.Done) -> tuple[str, str]:
+    result = keep_line_endings(job.sent, done.text)
+    if result == job.sent:
+        return "unchanged", "no changes"
+    if (reason := guard(job.sent, result, done.finish_reason, job.instruction)) is not None:
+        if not await _confirm(ls, job, reason):
+            return ("cancelled", "cancelled") if job.cancelled.is_set() else ("refused", f"not applied: {reason}")
+    return await _apply(ls, job, result)
+
+
+async def _confirm(ls: BlazeditServer, job: Job, reason: str) -> bool:
+    """Ask the user (window/showMessageRequest); a cancelled job stops asking."""
+    params = types.ShowMessageRequestParams(
+        type=types.MessageType.Warning,
+        message=f"Blazedit: {reason}. Apply the edit anyway?",
+        actions=[types.MessageActionItem(title=APPLY), types.MessageActionItem(title=DISCARD)],
+    )
+    ask = asyncio.ensure_future(ls.window_show_message_request_async(params))
+    cancelled = asyncio.ensure_future(job.cancelled.wait())
+    try:
+        await asyncio.wait({ask, cancelled}, return_when=asyncio.FIRST_COMPLETED)
+        if not ask.done() or job.cancelled.is_set():
+            return False
+        item = ask.result()
+    except Exception:  # boundary: a client without showMessageRequest means no
+        log.warning("confirmation request failed", exc_info=True)
+        return False
+    finally:
+        cancelled.cancel()
+        ask.cancel()
+    return item is not None and item.title == APPLY
+
+
+async def _apply(ls: BlazeditServer, job: Job, result: str) -> tuple[str, str]:
+    """Rebase on the current text, send one versioned edit, retry if the
+    user typed while the client was applying it."""
+    for _ in range(APPLY_ATTEMPTS):
+        doc = ls.open_document(job.uri)
+        if job.cancelled.is_set() or doc is None:
+            return "cancelled", f"cancelled ({job.cancel_reason or 'the document was closed'})"
+        current, version = doc.source, doc.version
+        try:
+            merged = result if current == job.base else rebase(job.base, result, current)
+        except RebaseConflict as e:
+            message = f"not applied: you changed the lines it edits meanwhile ({e}); run it again"
+            ls.tell(types.MessageType.Warning, f"Blazedit: {message}")
+            return "refused", message
+        edits = text_edits(current, merged, ls.workspace.position_encoding)
+        if not edits:
+            return "unchanged", "no changes"
+        params = types.ApplyWorkspaceEditParams(
+            edit=_workspace_edit(ls, job.uri, version, edits), label=f"Blazedit: {job.instruction}"
+        )
+        try:
+            response = await ls.workspace_apply_edit_async(params)
+        except JsonRpcException as e:  # boundary: the client answered with an error
+            ls.tell(types.MessageType.Error, f"Blazedit: the editor did not apply the edit: {e}")
+            return "failed", f"the editor did not apply the edit: {e}"
+        if response.applied:
+            return "applied", f"{len(edits)} edit{'s' if len(edits) != 1 else ''} applied"
+        after = ls.open_document(job.uri)
+        if after is None or after.version == version:
+            reason = response.failure_reason or "no reason given"
+            ls.tell(types.MessageType.Error, f"Blazedit: the editor did not apply the edit: {reason}")
+            return "failed", f"the editor did not apply the edit: {reason}"
+        log.info("job %s: document changed while applying, rebasing again", job.id)
+    return "refused", "not applied: the document kept changing"
+
+
+def _workspace_edit(ls: BlazeditServer, uri: str, version: int | None, edits: list[types.TextEdit]) -> types.WorkspaceEdit:
+    """A versioned TextDocumentEdit, or plain `changes` for clients without
+    documentChanges (checked against the version just before sending)."""
+    caps = ls.client_capabilities.workspace
+    if caps and caps.workspace_edit and caps.workspace_edit.document_changes:
+        document = types.OptionalVersionedTextDocumentIdentifier(uri=uri, version=version)
+        return types.WorkspaceEdit(document_changes=[types.TextDocumentEdit(text_document=document, edits=edits)])
+    return types.WorkspaceEdit(changes={uri: edits})

@@ -1,0 +1,389 @@
+"""The language server over stdio against a scripted engine (lsp_fake_engine):
+progress, cancellation, typing during generation, guards, bad input.
+
+The engine double decides exactly when a job ends, so these tests need no
+timing luck; test_lsp.py runs the real daemon with a real (tiny) model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+import pytest_lsp
+from lsp_editor import CLIENTS, SERVER, Editor, assert_minimal, edits_of, make_client, start
+from lsp_fake_engine import FakeEngine
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException
+from pytest_lsp import ClientServerConfig, LanguageClient
+
+from blazedit_lsp.actions import KIND
+
+URI = "file:///work/demo.py"
+TEXT = "import time\n\n\ndef fetch(url):\n    time.sleep(1)\n    return url\n\n\ndef main():\n    print(fetch('x'))\n"
+
+POISON = Path(tempfile.gettempdir()) / f"bz-poison-{os.getpid()}"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def poison():
+    """A `torch` package that fails and leaves a mark, first on the path of
+    the `client` fixture's servers."""
+    (POISON / "torch").mkdir(parents=True)
+    (POISON / "torch" / "__init__.py").write_text(
+        "import os, pathlib\n"
+        f"pathlib.Path({str(POISON / 'imported')!r}).write_text(str(os.getpid()))\n"
+        "raise ImportError('the language server must not import torch')\n"
+    )
+    poisoned.server_env = {**os.environ, "PYTHONPATH": f"{POISON}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    yield
+    shutil.rmtree(POISON)
+
+
+class running_fake:
+    """A scripted daemon on a short socket path (sun_path is 108 bytes)."""
+
+    async def __aenter__(self) -> FakeEngine:
+        self.folder = Path(tempfile.mkdtemp(prefix="bz-", dir="/tmp"))
+        self.engine = FakeEngine(self.folder / "e.sock")
+        await self.engine.start()
+        return self.engine
+
+    async def __aexit__(self, *exc) -> None:
+        await self.engine.stop()
+        self.folder.rmdir()
+
+
+def options(fake: FakeEngine, **extra) -> dict:
+    return {"engine": str(fake.path), "progressIntervalMs": 0, **extra}
+
+
+async def session(client: LanguageClient, name: str, progress: bool = True, **extra):
+    """Start the engine double, then initialize the server against it. (The
+    double lives in the client fixture: pytest-lsp resolves other fixtures
+    from inside the running loop, where async fixtures cannot start.)"""
+    async with running_fake() as fake:
+        editor = await start(client, name, options(fake, **extra), progress=progress)
+        editor.fake = fake  # type: ignore[attr-defined]
+        yield
+        await client.shutdown_session()
+
+
+config = ClientServerConfig(server_command=SERVER, client_factory=make_client)
+poisoned = ClientServerConfig(server_command=SERVER, client_factory=make_client)  # env: see poison()
+
+
+@pytest_lsp.fixture(config=config, params=CLIENTS)
+async def any_client(lsp_client: LanguageClient, request):
+    """One server per client capability snapshot (Neovim UTF-8, VS Code
+    UTF-16, Emacs UTF-32; Neovim without documentChanges)."""
+    async for _ in session(lsp_client, request.param):
+        yield
+
+
+@pytest_lsp.fixture(config=poisoned)
+async def client(lsp_client: LanguageClient):
+    """VS Code's capabilities; `import torch` in the server fails and leaves a mark."""
+    async for _ in session(lsp_client, "visual_studio_code"):
+        yield
+    assert not (POISON / "imported").exists(), "the language server imported torch"
+
+
+@pytest_lsp.fixture(config=config)
+async def no_progress_client(lsp_client: LanguageClient):
+    async for _ in session(lsp_client, "neovim", progress=False):
+        yield
+
+
+@pytest_lsp.fixture(config=config)
+async def misconfigured(lsp_client: LanguageClient):
+    async for _ in session(lsp_client, "visual_studio_code", maxNgram=0, method="fastest", colour="red"):
+        yield
+
+
+@pytest.fixture
+def fake(request) -> FakeEngine:
+    """The engine double of the test's client fixture."""
+    for name in ("any_client", "client", "no_progress_client", "misconfigured"):
+        if name in request.fixturenames:
+            return request.getfixturevalue(name).editor.fake
+    raise LookupError("no client fixture")
+
+
+def editor_of(client: LanguageClient) -> Editor:
+    return client.editor  # type: ignore[attr-defined]
+
+
+def swap(text: str) -> str:
+    return text.replace("fetch", "get").replace("time.sleep(1)", "await asyncio.sleep(1)")
+
+
+def swap_words(edit) -> tuple[str, str]:
+    """A deterministic 'model': a few in-line edits, the rest kept."""
+    return swap(edit.text), "stop"
+
+
+async def held_job(editor: Editor, fake: FakeEngine, instruction: str = "rename"):
+    """An edit whose engine job streams and then waits for release or cancel."""
+    fake.hold, fake.respond = True, swap_words
+    command = asyncio.ensure_future(editor.edit(URI, instruction))
+    return command, await fake.next_job()
+
+
+# ------------------------------------------------------------------ main flow
+
+
+@pytest.mark.parametrize(
+    "text",
+    [TEXT, TEXT.replace("\n", "\r\n"), "# 😀 中文 ünï\r\ndef fetch(s='😀😀'):  # 中\n    return s + '𝄞'\n"],
+    ids=["lf", "crlf", "non-ascii-mixed-eol"],
+)
+async def test_code_action_to_applied_edit(any_client: LanguageClient, fake: FakeEngine, text: str):
+    editor = editor_of(any_client)
+    fake.respond = swap_words
+    eol = "\r\n" if text.startswith("import") and "\r\n" in text else "\n"
+    editor.open(URI, f"# AI: rename fetch to get{eol}" + text)
+    actions = await editor.code_actions(URI, 0)
+    assert actions[0].title == "AI edit whole file: rename fetch to get"
+    assert all(a.kind == KIND for a in actions) and len(actions) == 5  # comment, 3 presets, plain
+    first = actions[0].command
+    result = await editor.client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command=first.command, arguments=first.arguments))
+
+    sent = fake.jobs[0].edit
+    assert sent.instruction == "rename fetch to get" and sent.text == text  # comment removed
+    assert result["state"] == "applied"
+    assert editor.text(URI) == swap(text)  # exactly the engine's output
+    assert len(editor.applied) == 1 and editor.applied[0].label == "Blazedit: rename fetch to get"
+    change = editor.applied[0].edit
+    if change.document_changes:
+        assert change.document_changes[0].text_document.version == 1
+    edits = edits_of(editor.applied[0], URI)
+    assert_minimal(f"# AI: rename fetch to get{eol}" + text, swap(text), edits)
+    assert all(len(e.new_text) <= len("await asyncio.sleep(1)") for e in edits)  # no whole-buffer replace
+    kinds = [type(v).__name__ for v in editor.progress()]
+    assert kinds[0] == "WorkDoneProgressBegin" and kinds[-1] == "WorkDoneProgressEnd"
+    reports = editor.progress(types.WorkDoneProgressReport)
+    assert any(r.message and "tok/s" in r.message and "accepted" in r.message for r in reports)
+    assert all(r.percentage is None or r.percentage < 100 for r in reports)
+    assert editor.ends() == [f"{len(edits)} edits applied"]
+    assert editor.progress(types.WorkDoneProgressBegin)[0].cancellable
+
+
+async def test_no_changes_sends_nothing(client: LanguageClient, fake: FakeEngine):
+    editor = editor_of(client)
+    fake.respond = lambda e: (e.text, "stop")
+    editor.open(URI, TEXT)
+    result = await editor.edit(URI, "do nothing")
+    assert result["state"] == "unchanged" and editor.applied == [] and editor.ends() == ["no changes"]
+
+
+async def test_without_progress_support_logs(no_progress_client: LanguageClient, fake: FakeEngine):
+    editor = editor_of(no_progress_client)
+    fake.respond = swap_words
+    editor.open(URI, TEXT)
+    result = await editor.edit(URI, "rename")
+    assert result["state"] == "applied" and editor.text(URI) == swap(TEXT)
+    assert no_progress_client.progress_reports == {}
+    logged = [m.message for m in no_progress_client.log_messages]
+    assert any("started" in m for m in logged) and any("edits applied" in m for m in logged)
+
+
+async def test_status(client: LanguageClient, fake: FakeEngine):
+    editor = editor_of(client)
+    result = await editor.command("blazedit.status")
+    assert result["daemon"]["target"]["spec"] == "fake" and result["jobs"] == []
+    assert any("engine fake" in m for m in editor.messages(types.MessageType.Info))
+
+
+# ------------------------------------------------------------------ typing meanwhile
+
+
+async def test_typing_elsewhere_survives(client: LanguageClient, fake: FakeEngine):
+    editor = editor_of(client)
+    editor.open(URI, TEXT)
+    command, job = await held_job(editor, fake)
+    typed = TEXT.replace("import time\n", "import time\nimport asyncio  # typed meanwhile\n")
+    editor.type(URI, typed)
+    await editor.barrier()
+    job.release.set()
+    result = await command
+    assert result["state"] == "applied"
+    assert editor.text(URI) == swap(typed)
+
+
+async def test_typing_on_the_same_lines_applies_nothing(client: LanguageClient, fake: FakeEngine):
+    editor = editor_of(client)
+    editor.open(URI, TEXT)
+    command, job = await held_job(editor, fake)
+    typed = TEXT.replace("    time.sleep(1)\n", "    time.sleep(2)\n")
+    editor.type(URI, typed)
+    await editor.barrier()
+    job.release.set()
+    result = await command
+    assert result["state"] == "refused" and editor.applied == [] and editor.text(URI) == typed
+    assert any("changed the lines" in m for m in editor.messages(types.MessageType.Warning))
+    assert editor.ends()[0].startswith("not applied")
+
+
+# ------------------------------------------------------------------ cancellation
+
+
+@pytest.mark.parametrize("how", ["progress", "command", "newer", "close"])
+async def test_cancel(client: LanguageClient, fake: FakeEngine, how: str):
+    editor = editor_of(client)
+    editor.open(URI, TEXT)
+    command, job = await held_job(editor, fake)
+    if how == "progress":
+        await editor.until(lambda: editor.progress(types.WorkDoneProgressBegin))
+        (token,) = client.progress_reports
+        client.window_work_done_progress_cancel(types.WorkDoneProgressCancelParams(token=token))
+    elif how == "command":
+        cancelled = await editor.command("blazedit.cancel", {"uri": URI})
+        assert cancelled["cancelled"] == [job.edit.job_id]
+    elif how == "newer":
+        newer = asyncio.ensure_future(editor.edit(URI, "rename again"))
+        second = await fake.next_job()
+    else:
+        editor.close(URI)
+    result = await command
+    await asyncio.wait_for(job.ended.wait(), 30)
+    assert result["state"] == "cancelled" and job.finish_reason == "cancelled"
+    assert editor.applied == []
+    assert editor.ends()[0].startswith("cancelled")
+    if how == "newer":  # the newer edit goes on and lands
+        second.release.set()
+        assert (await newer)["state"] == "applied" and editor.text(URI) == swap(TEXT)
+        assert len(client.progress_reports) == 2  # a fresh token per job
+
+
+async def test_cancel_all_and_nothing_to_cancel(client: LanguageClient, fake: FakeEngine):
+    editor = editor_of(client)
+    editor.open(URI, TEXT)
+    command, job = await held_job(editor, fake)
+    assert (await editor.command("blazedit.cancel"))["cancelled"] == [job.edit.job_id]
+    assert (await command)["state"] == "cancelled"
+    assert (await editor.command("blazedit.cancel"))["cancelled"] == []
+    assert any("no AI edit is running" in m for m in editor.messages())
+
+
+# ------------------------------------------------------------------ guards
+
+
+@pytest.mark.parametrize(
+    "respond, answer, state",
+    [
+        (lambda e: ("", "stop"), "Discard", "refused"),  # empty output
+        (lambda e: (swap(e.text)[:40], "length"), None, "refused"),  # cut off; question dismissed
+        (lambda e: (swap(e.text)[:-8], "length"), "Apply", "applied"),  # cut off; user says apply
+        (lambda e: ("import time\n", "stop"), "Discard", "refused"),  # mass deletion
+    ],
+    ids=["empty", "length-dismissed", "length-applied", "mass-deletion"],
+)
+async def test_guards_ask_first(client: LanguageClient, fake: FakeEngine, respond, answer, state):
+    editor = editor_of(client)
+    fake.respond, editor.answer = respond, answer
+    editor.open(URI, TEXT)
+    result = await editor.edit(URI, "make it better")
+    assert result["state"] == state and len(editor.questions) == 1
+    assert editor.questions[0].type == types.MessageType.Warning
+    assert editor.text(URI) == (respond(fake.jobs[0].edit)[0] if state == "applied" else TEXT)
+
+
+async def test_asked_for_deletion_needs_no_confirmation(client: LanguageClient, fake: FakeEngine):
+    editor = editor_of(client)
+    fake.respond = lambda e: ("import time\n", "stop")
+    editor.open(URI, TEXT)
+    result = await editor.edit(URI, "remove every function")
+    assert result["state"] == "applied" and editor.questions == [] and editor.text(URI) == "import time\n"
+
+
+# ------------------------------------------------------------------ bad input
+
+
+async def test_bad_requests_get_clear_messages(client: LanguageClient, fake: FakeEngine):
+    editor = editor_of(client)
+    fake.respond = swap_words
+    editor.open(URI, TEXT)
+    unknown = await editor.command("blazedit.editFile", {"uri": "file:///not/open.py", "instruction": "x"})
+    assert unknown["state"] == "rejected" and "not open" in unknown["message"]
+    stale = await editor.command("blazedit.editFile", {"uri": URI, "version": 0, "instruction": "x"})
+    assert stale["state"] == "rejected" and "changed since" in stale["message"]
+    for bad in ([{"uri": 5}], [URI], [{"uri": URI, "instrucion": "x"}], [{"uri": URI}, {}]):
+        with pytest.raises(JsonRpcException):
+            await editor.command("blazedit.editFile", *bad)
+    errors = editor.messages(types.MessageType.Error)
+    assert len(errors) == 4 and all("invalid arguments to blazedit.editFile" in m for m in errors)
+    assert "instrucion" in errors[2]
+    none = await editor.edit(URI)  # no instruction from anywhere
+    assert none["state"] == "rejected" and "AI:" in none["message"] and "defaultInstruction" in none["message"]
+    assert fake.jobs == []
+    assert (await editor.edit(URI, "rename"))["state"] == "applied"  # and the server still works
+
+
+async def test_invalid_configuration(misconfigured: LanguageClient, fake: FakeEngine):
+    editor = editor_of(misconfigured)
+    warnings = "\n".join(editor.messages(types.MessageType.Warning))
+    assert "'maxNgram'" in warnings and "'method'" in warnings and "'colour'" in warnings
+    editor.configure({"blazedit": {"presets": "not a list", "maxFileBytes": 10}})
+    await editor.until(lambda: any("'presets'" in m for m in editor.messages()))
+    editor.open(URI, TEXT)
+    big = await editor.edit(URI, "rename")
+    assert big["state"] == "rejected" and "maxFileBytes" in big["message"]
+    editor.configure({"blazedit": {"defaultInstruction": "rename"}})
+    await editor.barrier()
+    fake.respond = swap_words
+    assert (await editor.edit(URI))["state"] == "applied"
+    assert fake.jobs[0].edit.method == "blazedit" and fake.jobs[0].edit.options.max_ngram == 10
+
+
+async def test_engine_error_reaches_the_user(client: LanguageClient, fake: FakeEngine):
+    editor = editor_of(client)
+    fake.error = ("context_overflow", "prompt of 40000 tokens exceeds 32768")
+    editor.open(URI, TEXT)
+    result = await editor.edit(URI, "rename")
+    assert result["state"] == "failed" and "too large for the model's context" in result["summary"]
+    assert any("40000 tokens" in m for m in editor.messages(types.MessageType.Error))
+
+
+async def test_engine_down_then_back(client: LanguageClient, fake: FakeEngine):
+    editor = editor_of(client)
+    editor.open(URI, TEXT)
+    command, job = await held_job(editor, fake)
+    await fake.stop()  # the daemon dies mid-job
+    result = await command
+    assert result["state"] == "failed" and editor.applied == []
+    assert any("engine not reachable" in m for m in editor.messages(types.MessageType.Error))
+    down = await editor.edit(URI, "rename")
+    assert down["state"] == "failed" and "blazedit engine serve" in down["summary"]
+    await fake.start()
+    fake.hold = False
+    assert (await editor.edit(URI, "rename"))["state"] == "applied"
+
+
+async def test_command_answers_early_and_applies_later(client: LanguageClient, fake: FakeEngine):
+    """commandTimeoutMs: the request is not held open past what a client
+    tolerates (Zed: 120 s); the edit still lands through workspace/applyEdit."""
+    editor = editor_of(client)
+    editor.configure({"commandTimeoutMs": 0})
+    editor.open(URI, TEXT)
+    command, job = await held_job(editor, fake)
+    answer = await command
+    assert answer["state"] == "running" and editor.applied == []
+    job.release.set()
+    await editor.until(lambda: editor.applied and editor.ends())
+    assert editor.text(URI) == swap(TEXT) and editor.ends() == ["3 edits applied"]
+
+
+async def test_settings_pulled_when_the_client_sends_none(client: LanguageClient, fake: FakeEngine):
+    editor = editor_of(client)
+    client.set_configuration({"presets": ["tidy"], "maxNgram": "x"}, section="blazedit")
+    editor.configure(None)
+    await editor.until(lambda: any("'maxNgram'" in m for m in editor.messages()))
+    editor.open(URI, TEXT)
+    titles = [a.title for a in await editor.code_actions(URI, 0)]
+    assert titles == ["AI edit whole file: tidy", "AI edit whole file"]

@@ -1,0 +1,37 @@
+"""The checks between the engine's result and the editor (blazedit_lsp.editing
+and .jobs): guards that ask first, line endings, progress numbers."""
+
+from blazedit_lsp.editing import describe_engine_error, guard, keep_line_endings
+from blazedit_lsp.jobs import percentage, progress_message
+from engine import protocol
+
+FILE = "import os\n\n\ndef a():\n    return 1\n\n\ndef b():\n    return 2\n"
+
+
+def test_guard_length_empty_and_mass_deletion():
+    assert "length limit" in guard(FILE, FILE, "length", "x")
+    assert "empty" in guard(FILE, "  \n", "stop", "x")
+    assert "deletes most" in guard(FILE, "import os\n", "stop", "add docstrings")
+    assert guard(FILE, "import os\n", "stop", "Remove the functions") is None  # asked for
+    assert guard(FILE, FILE.replace("1", "10"), "stop", "x") is None
+    assert guard("x = 1\n", "", "stop", "x") is not None and guard("", "", "stop", "x") is None
+
+
+def test_keep_line_endings_only_when_clear_cut():
+    assert keep_line_endings("a\r\nb\r\n", "a\nB\n") == "a\r\nB\r\n"
+    assert keep_line_endings("a\nb\n", "a\r\nB\r\n") == "a\nB\n"
+    assert keep_line_endings("a\nb\n", "a\rb\n") == "a\rb\n"  # a stray \r is content
+    assert keep_line_endings("a\r\nb\n", "a\nb\n") == "a\nb\n"  # mixed input: leave it
+
+
+def test_progress_numbers():
+    assert percentage(0, 100) == 0 and percentage(50, 100) == 50
+    assert percentage(100, 100) == 99 and percentage(500, 100) == 99 and percentage(5, 0) == 99
+    stats = protocol.Stats(tokens=120, drafted=100, accepted=87)
+    assert progress_message(stats, 35.24) == "120 tokens, 35.2 tok/s, 87% accepted"
+    assert progress_message(protocol.Stats(tokens=3), 1.0) == "3 tokens, 1.0 tok/s"
+
+
+def test_engine_errors_say_what_to_do():
+    assert "smaller file" in describe_engine_error("context_overflow", "40000 > 32768")
+    assert describe_engine_error("internal", "boom") == "engine error (internal): boom"

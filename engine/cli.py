@@ -66,12 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_bench_command(sub) -> None:
-    from engine.bench import DEFAULT_METHODS
-
     bench = sub.add_parser("bench", help="compare decoding methods on an edit dataset (JSONL)")
     bench.add_argument("dataset", type=Path)
     bench.add_argument("--methods", nargs="+", metavar="METHOD",
-                       help=f"default: {' '.join(DEFAULT_METHODS)} (with --quick: a smaller hf-pld grid)")
+                       help="regular pld assisted blazedit (on --runtime, or METHOD@RUNTIME), hf-regular "
+                            "hf-pld-N[-ngramM] hf-assisted (transformers), llama-regular llama-pld-N (llama.cpp); "
+                            "default: the engine's methods and the runtime's own baselines")
     subset = bench.add_mutually_exclusive_group()
     subset.add_argument("--limit", type=int, help="first N items")
     subset.add_argument("--quick", action="store_true", help="a fixed stratified subset (~20 minutes on a 2-core CPU)")
@@ -85,13 +85,28 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--model", default=DEFAULT_TARGET, help=f"target model spec (default {DEFAULT_TARGET})")
     parser.add_argument("--draft", default="default", help="draft model spec, 'none', or 'default' (the usual partner)")
-    parser.add_argument("--device", default=None, help="cuda, mps, cpu (default: the fastest present)")
-    parser.add_argument("--dtype", default=None, help="bf16, fp16, fp32 (default: bf16 where fast)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
+    parser.add_argument("--runtime", default="auto", choices=("auto", "torch", "llama.cpp"),
+                        help="auto (default): llama.cpp for GGUF models on a CPU when installed, else torch")
+    parser.add_argument("--draft-runtime", default=None, choices=("auto", "torch", "llama.cpp"),
+                        help="the draft's runtime (default: as --runtime)")
+    parser.add_argument("--device", default=None, help="torch runtime: cuda, mps, cpu (default: the fastest present)")
+    parser.add_argument("--dtype", default=None, help="torch runtime: bf16, fp16, fp32 (default: bf16 where fast)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads (default: every core for llama.cpp, torch's choice for torch)")
 
 
 def draft_spec(args: argparse.Namespace) -> str | None:
     return None if args.draft == "none" else args.draft
+
+
+def load_engine(args: argparse.Namespace):
+    from engine.session import Engine, EngineError
+
+    try:
+        return Engine.load(args.model, draft_spec(args), runtime=args.runtime, draft_runtime=args.draft_runtime,
+                           device=args.device, dtype=args.dtype, threads=args.threads)
+    except EngineError as exc:
+        raise CliError(exc.message) from None
 
 
 def read_source(path: Path) -> str:
@@ -125,7 +140,7 @@ def write_atomically(path: Path, text: str) -> None:
 
 def run_edit(args: argparse.Namespace) -> int:
     from engine.edit_progress import EditProgress
-    from engine.session import Engine, EngineError, Result
+    from engine.session import EngineError, Result
 
     text = read_source(args.path)
     options = DecodingOptions(max_new_tokens=args.max_new_tokens)
@@ -134,7 +149,7 @@ def run_edit(args: argparse.Namespace) -> int:
     try:
         with EditProgress(len(text), enabled=not args.json) as progress:
             progress.status("loading models")
-            engine = Engine.load(args.model, draft_spec(args), device=args.device, dtype=args.dtype, threads=args.threads)
+            engine = load_engine(args)
             progress.status("reading the file")
             for event in engine.edit(text, args.instruction, path=str(args.path), method=args.method, options=options):
                 if isinstance(event, Result):
@@ -153,12 +168,10 @@ def run_bench(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from engine import bench
-    from engine.session import Engine, EngineError
 
-    args.methods = args.methods or list(bench.QUICK_METHODS if args.quick else bench.DEFAULT_METHODS)
-    unknown = [m for m in args.methods if m not in bench.DEFAULT_METHODS and not m.startswith("hf-pld-")]
+    unknown = [m for m in args.methods or () if not bench.check_method(m)]
     if unknown:
-        raise CliError(f"unknown bench method(s) {', '.join(unknown)}: use {' '.join(bench.DEFAULT_METHODS)}")
+        raise CliError(f"unknown bench method(s) {', '.join(unknown)}: see blazedit bench --help")
     ids = bench.QUICK_IDS.get(args.dataset.stem) if args.quick else None
     if args.quick and ids is None:
         raise CliError(f"--quick has no subset for {args.dataset.stem}: use --limit")
@@ -169,14 +182,17 @@ def run_bench(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CliError(f"{args.dataset} is not JSON lines: {exc}") from None
     command = "blazedit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    try:
-        engine = Engine.load(args.model, draft_spec(args), device=args.device, dtype=args.dtype, threads=args.threads)
-    except EngineError as exc:
-        raise CliError(exc.message) from None
+    engine = load_engine(args)
+    methods = args.methods or list(bench.default_methods(engine.target.runtime, args.quick))
+
+    def load_on(runtimes: str):  # "torch", or "torch+llama.cpp" (target+draft)
+        runtime, _, draft_runtime = runtimes.partition("+")
+        return load_engine(argparse.Namespace(**{**vars(args), "runtime": runtime, "draft_runtime": draft_runtime or None}))
+
     console = Console(stderr=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console) as progress:
-        summary = bench.run_bench(engine, items, args.methods, args.out, command, progress)
+        summary = bench.run_bench(engine, load_on, items, methods, args.out, command, progress)
     print((args.out / "results.md").read_text())
     return 0 if summary else 1
 

@@ -45,6 +45,8 @@ class ServeOptions:
     address: Address
     model: str
     draft: str | None = "default"
+    runtime: str | None = None
+    draft_runtime: str | None = None
     device: str | None = None
     dtype: str | None = None
     threads: int | None = None
@@ -86,7 +88,8 @@ def serve(options: ServeOptions) -> int:
         log.info("pid %d loading %s (draft %s) for %s", os.getpid(), options.model, options.draft, options.address)
         started = time.monotonic()
         try:
-            engine = Engine.load(options.model, options.draft, device=options.device, dtype=options.dtype,
+            engine = Engine.load(options.model, options.draft, runtime=options.runtime,
+                                 draft_runtime=options.draft_runtime, device=options.device, dtype=options.dtype,
                                  threads=options.threads)
         except EngineError as exc:
             log.error("cannot load the models: %s", exc.message)

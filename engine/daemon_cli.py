@@ -75,7 +75,8 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         address = parse_tcp(args.tcp) if args.tcp else parse_address(args.socket) if args.socket else default_address()
         options = ServeOptions(
-            address=address, model=args.model, draft=draft_spec(args), device=args.device, dtype=args.dtype,
+            address=address, model=args.model, draft=draft_spec(args), runtime=args.runtime,
+            draft_runtime=args.draft_runtime, device=args.device, dtype=args.dtype,
             threads=args.threads, token=read_token(args.token_file), idle_timeout=args.idle_timeout,
             max_document_bytes=args.max_document_bytes, max_queue=args.max_queue,
             log_path=Path(args.log_file).expanduser().absolute() if args.log_file else None, parent_fd=args.parent_fd)
@@ -188,8 +189,9 @@ def edit_via_daemon(args: argparse.Namespace, text: str, options: protocol.Decod
             if explicit:
                 raise
             return None
-        if not explicit and welcome.target.spec != args.model:
-            return None  # the running daemon serves another model
+        if not explicit and (welcome.target.spec != args.model
+                             or args.runtime not in ("auto", welcome.target.runtime)):
+            return None  # the running daemon serves another model, or on another runtime
         from engine.edit_progress import EditProgress
 
         edit = protocol.Edit(job_id=uuid.uuid4().hex, text=text, instruction=args.instruction,

@@ -17,9 +17,11 @@ import torch
 from engine import models, prompts
 from engine.decoding import strategies
 from engine.decoding.cached_model import CachedModel
+from engine.decoding.cost import ForwardCost
 from engine.decoding.loop import Detokenizer, StopRule, generate
 from engine.prefix_cache import PrefixCache
 from engine.protocol import METHODS, DecodingOptions, ErrorCode, FinishReason, ModelInfo, Stats
+from engine.runtimes.base import Runtime
 from engine.runtimes.torch_runtime import TorchRuntime
 
 log = logging.getLogger(__name__)
@@ -66,34 +68,44 @@ def max_new_tokens_for(file_tokens: int) -> int:
 
 class Engine:
     def __init__(self, target: models.LoadedModel, draft: models.LoadedModel | None = None,
-                 prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES):
+                 prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
+                 costs: tuple[ForwardCost, ForwardCost | None] | None = None):
+        """``costs``: what a target and a draft forward pass cost (default: measured now)."""
         if draft is not None and draft.tokenizer.get_vocab() != target.tokenizer.get_vocab():
             raise EngineError("model_error", f"draft {draft.spec} does not share the tokenizer of target {target.spec}")
         self.loaded_target, self.loaded_draft = target, draft
         self.tokenizer = target.tokenizer
-        self.target_model = CachedModel(TorchRuntime(target))
-        self.draft_model = CachedModel(TorchRuntime(draft)) if draft else None
+        self.target_model = CachedModel(open_runtime(target))
+        self.draft_model = CachedModel(open_runtime(draft)) if draft else None
+        if costs is None:  # for choosing proposal lengths
+            costs = (ForwardCost.measure(self.target_model.runtime),
+                     ForwardCost.measure(self.draft_model.runtime) if self.draft_model else None)
+        self.target_cost, self.draft_cost = costs
         self.prefix_cache = PrefixCache(prefix_cache_bytes)
-        self.eos = _eos_ids(target)
+        self.eos = target.eos
 
     @classmethod
     def load(cls, model: str = models.DEFAULT_TARGET, draft: str | None = "default", *,
+             runtime: str | None = None, draft_runtime: str | None = None,
              device: str | None = None, dtype: str | None = None, threads: int | None = None,
              prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES) -> "Engine":
-        """Load target and draft (``draft="default"``: the usual partner, None: no draft)."""
-        threads = threads or int(os.environ.get("BLAZEDIT_THREADS", "0"))
+        """Load target and draft (``draft="default"``: the usual partner, None: no draft).
+
+        Runtimes default to ``auto`` (models.choose_runtime); the draft's to the target's."""
+        threads = threads or int(os.environ.get("BLAZEDIT_THREADS", "0")) or None
         if threads:
             torch.set_num_threads(threads)
         if draft == "default":
             draft = default_draft(model)
+        draft_runtime = draft_runtime or runtime
         try:
-            target = models.load(model, device=device, dtype=dtype)
+            target = models.load(model, runtime=runtime, device=device, dtype=dtype, threads=threads)
             if draft is None:
                 loaded_draft = None
-            elif draft == model:  # same weights, its own KV cache
-                loaded_draft = target
+            elif draft == model and models.choose_runtime(draft, draft_runtime, device, dtype) == target.runtime:
+                loaded_draft = target  # same weights, its own KV cache
             else:
-                loaded_draft = models.load(draft, device=device, dtype=dtype)
+                loaded_draft = models.load(draft, runtime=draft_runtime, device=device, dtype=dtype, threads=threads)
         except models.ModelError as exc:
             raise EngineError("model_error", str(exc)) from exc
         return cls(target, loaded_draft, prefix_cache_bytes)
@@ -133,7 +145,7 @@ class Engine:
             )
         models_in_use = [self.target_model] + ([self.draft_model] if self.draft_model else [])
         self.prefix_cache.reuse(models_in_use, ids)
-        strategy = strategies.make(method, options, self.draft_model, self.eos)
+        strategy = strategies.make(method, options, self.draft_model, self.eos, self.target_cost, self.draft_cost)
         detok = Detokenizer(self.tokenizer)
         stop = StopRule(self.eos, prompt.fence, max_new)
         streamed = 0
@@ -159,16 +171,18 @@ class Engine:
         return self.tokenizer(chat + prompt.reply_prefix, add_special_tokens=False)["input_ids"]
 
 
-def _eos_ids(loaded: models.LoadedModel) -> set[int]:
-    ids = {loaded.tokenizer.eos_token_id}
-    configured = getattr(loaded.model.generation_config, "eos_token_id", None)
-    ids.update(configured if isinstance(configured, list) else [configured])
-    return {i for i in ids if i is not None}
+def open_runtime(loaded: models.LoadedModel) -> Runtime:
+    """A fresh KV cache on ``loaded``'s weights."""
+    if loaded.runtime == "llama.cpp":
+        from engine.runtimes.llama_runtime import LlamaRuntime
+
+        return LlamaRuntime(loaded.model)
+    return TorchRuntime(loaded)
 
 
 def _info(loaded: models.LoadedModel) -> ModelInfo:
-    return ModelInfo(spec=loaded.spec, runtime="torch", device=str(loaded.device),
-                     dtype=str(loaded.dtype).removeprefix("torch."), context_tokens=loaded.context_tokens)
+    return ModelInfo(spec=loaded.spec, runtime=loaded.runtime, device=loaded.device,
+                     dtype=loaded.dtype, context_tokens=loaded.context_tokens)
 
 
 def _copy(stats: Stats) -> Stats:

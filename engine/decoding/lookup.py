@@ -17,11 +17,13 @@ class NgramIndex:
         self.max_ngram = max_ngram
         self.tokens: list[int] = []
         self._ends: list[dict[tuple[int, ...], list[int]]] = [{} for _ in range(max_ngram + 1)]
-        self.pointer = 0  # where the last used match ended: the next lookup prefers to continue from there
+        self.source_end = 0  # the first text indexed (the prompt, with the file) ends here
+        self.pointer = 0  # where the last match used in the source ended: the next lookup prefers to continue there
 
     def extend(self, seq: Sequence[int]) -> None:
         """Index the tokens of ``seq`` beyond those already indexed (seq only grows)."""
         tokens = self.tokens
+        self.source_end = self.source_end or len(seq)
         for token in seq[len(tokens):]:
             tokens.append(token)
             end = len(tokens)
@@ -30,18 +32,23 @@ class NgramIndex:
 
     def propose(self, suffix_source: Sequence[int], limit: int) -> list[int]:
         """Up to ``limit`` tokens that followed the longest indexed match of the suffix
-        of ``suffix_source``; the match at or after the last one used wins (the copy
-        goes on through the file in order), else the first one."""
+        of ``suffix_source``. In the source, the match at or after the last one used
+        wins (the copy goes on through the file in order), else the first; a match in
+        the generated text (a repeat of something new) only when the source has none."""
         if limit <= 0:
             return []
         for n in range(min(self.max_ngram, len(suffix_source)), 0, -1):
             ends = self._ends[n].get(tuple(suffix_source[-n:]))
             if not ends:
                 continue
-            i = bisect_left(ends, self.pointer)
-            end = ends[i] if i < len(ends) and ends[i] < len(self.tokens) else ends[0]
-            continuation = self.tokens[end:end + limit]
-            if continuation:
+            in_source = bisect_left(ends, self.source_end)  # ends[:in_source] lie in the source
+            if in_source:
+                i = bisect_left(ends, self.pointer, hi=in_source)
+                end = ends[i] if i < in_source else ends[0]
                 self.pointer = end
-                return continuation
+            else:
+                end = ends[-1] if ends[-1] < len(self.tokens) else ends[-2] if len(ends) > 1 else None
+                if end is None:
+                    continue
+            return self.tokens[end:end + limit]
         return []

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from engine.decoding.cached_model import CachedModel, verify
+from engine.decoding.cached_model import CachedModel, common_prefix_length, verify
+from engine.decoding.cost import Acceptance, ForwardCost
 from engine.decoding.lookup import NgramIndex
 from engine.protocol import DecodingOptions
 
@@ -27,16 +28,58 @@ class Regular:
         pass
 
 
-class PromptLookup(Regular):
-    """Prompt lookup decoding: copy what followed the suffix's n-gram earlier."""
+class Lookup:
+    """Prompt lookup with its length chosen by cost. Acceptance is bimodal (a copied
+    stretch is taken whole; at an edit point nothing is), so there are two estimates:
+    one for lookups after a wholly accepted proposal (copying), one after a miss.
 
-    def __init__(self, options: DecodingOptions):
+    A lookup that does not pay is still checked against the tokens the target then
+    writes (for free): that is how decoding notices that copying has resumed."""
+
+    def __init__(self, options: DecodingOptions, cost: ForwardCost):
         self.index = NgramIndex(options.max_ngram)
+        self.cost = cost
+        self.copying, self.editing = Acceptance(prior=0.9), Acceptance(prior=0.5)
+        self.on_track = True  # a job starts by copying the top of the file
+        self._unused: tuple[int, list[int]] | None = None  # (position, lookup) not proposed
+
+    @property
+    def estimate(self) -> Acceptance:
+        return self.copying if self.on_track else self.editing
+
+    def propose(self, seq: Sequence[int], limit: int) -> list[int]:
+        self.index.extend(seq)
+        if self._unused:
+            at, lookup = self._unused
+            written = seq[at:at + len(lookup)]
+            matched = common_prefix_length(lookup, written)
+            self.observe(len(written), matched)
+            self._unused = None
+        lookup = self.index.propose(seq, limit)
+        length = self.cost.best_length(self.estimate.p, len(lookup))
+        if lookup and not length:
+            self._unused = (len(seq), lookup)
+        return lookup[:length]
+
+    def observe(self, proposed: int, accepted: int) -> None:
+        if proposed:  # the prefill step proposes nothing and says nothing about the lookup
+            self.estimate.observe(proposed, accepted)
+            self.on_track = accepted == proposed
+
+
+class PromptLookup(Regular):
+    """Prompt lookup decoding: copy what followed the suffix's n-gram earlier, as many
+    tokens as pay under the target's costs (at most ``num_tokens``)."""
+
+    def __init__(self, options: DecodingOptions, cost: ForwardCost):
+        self.lookup = Lookup(options, cost)
         self.num_tokens = options.num_tokens
 
     def propose(self, seq: Sequence[int], budget: int) -> list[int]:
-        self.index.extend(seq)
-        return self.index.propose(seq, min(self.num_tokens, budget))
+        return self.lookup.propose(seq, min(self.num_tokens, budget))
+
+    def observe(self, proposed: int, accepted: int) -> None:
+        self.lookup.observe(proposed, accepted)
 
 
 class Assisted(Regular):
@@ -47,8 +90,8 @@ class Assisted(Regular):
 
     def __init__(self, draft: CachedModel, options: DecodingOptions, eos: set[int]):
         self.draft = draft
-        self.length = options.assisted_start_tokens
         self.cap = min(self.MAX_TOKENS, options.max_draft_tokens)
+        self.length = min(options.assisted_start_tokens, self.cap)
         self.eos = eos
 
     def propose(self, seq: Sequence[int], budget: int) -> list[int]:
@@ -74,46 +117,64 @@ class Blazedit(Regular):
     While the target accepts all of a lookup, the next lookup goes to the target
     directly: the draft model would only confirm it, at the cost of its passes
     (and, the first time, of its prefill). After a rejection (an edit point) the
-    draft layer is back in play. A job starts on pure lookup: an unchanged
-    stretch at the top of the file needs no draft model."""
+    draft layer is back in play. Every length is chosen by cost (cost.py): the
+    lookups', the micro-drafts' and how many tokens the target verifies; where no
+    draft pays, the target decodes one token."""
 
-    def __init__(self, draft: CachedModel, options: DecodingOptions, eos: set[int]):
+    def __init__(self, draft: CachedModel, options: DecodingOptions, eos: set[int],
+                 target_cost: ForwardCost, draft_cost: ForwardCost):
         self.draft = draft
-        self.index = NgramIndex(options.max_ngram)
+        self.lookup = Lookup(options, target_cost)
+        self.micro = Acceptance(prior=0.5)  # the draft model accepting lookups
+        self.drafted = Acceptance(prior=0.7)  # the target accepting the draft layer's tokens
+        self.target_cost, self.draft_cost = target_cost, draft_cost
         self.micro_draft_tokens = options.micro_draft_tokens
         self.max_num_run = options.max_num_run
         self.max_draft_tokens = options.max_draft_tokens
         self.eos = eos
-        self.lookup_on_track = True
+        self.from_draft = False  # whether the pending proposal came from the draft layer
 
     def propose(self, seq: Sequence[int], budget: int) -> list[int]:
-        self.index.extend(seq)
         limit = min(self.max_draft_tokens, budget)
-        if self.lookup_on_track and (copied := self.index.propose(seq, min(self.micro_draft_tokens, limit))):
+        self.from_draft = False
+        copied = self.lookup.propose(seq, min(self.micro_draft_tokens, limit))
+        if copied and self.lookup.on_track:
             return copied
+        # How many draft-layer tokens the target should verify, counting one draft step per token.
+        wanted = self.target_cost.best_length(self.drafted.p, limit, per_token=self.draft_cost(1))
+        if not wanted:
+            return copied  # no draft pays: the lookup's own choice, perhaps nothing
         drafts: list[int] = []
         for _ in range(self.max_num_run):
-            if len(drafts) >= limit or (drafts and drafts[-1] in self.eos):
+            if len(drafts) >= wanted or (drafts and drafts[-1] in self.eos):
                 break
             context = [*seq, *drafts]
-            micro = self.index.propose(context, min(self.micro_draft_tokens, limit - len(drafts) - 1))
-            drafts += verify(self.draft, context, micro)
-        return drafts[:limit]
+            room = min(self.micro_draft_tokens, wanted - len(drafts) - 1)
+            micro = self.lookup.index.propose(context, self.draft_cost.best_length(self.micro.p, room))
+            verified = verify(self.draft, context, micro)
+            self.micro.observe(len(micro), len(verified) - 1)
+            drafts += verified
+        self.from_draft = bool(drafts)
+        return drafts[:wanted]
 
     def observe(self, proposed: int, accepted: int) -> None:
-        if proposed:  # the prefill step proposes nothing and says nothing about the lookup
-            self.lookup_on_track = accepted == proposed
+        if self.from_draft:
+            self.drafted.observe(proposed, accepted)
+            self.lookup.on_track = accepted == proposed
+        else:
+            self.lookup.observe(proposed, accepted)
 
 
-def make(method: str, options: DecodingOptions, draft: CachedModel | None, eos: set[int]) -> Regular:
+def make(method: str, options: DecodingOptions, draft: CachedModel | None, eos: set[int],
+         target_cost: ForwardCost, draft_cost: ForwardCost | None = None) -> Regular:
     if method == "regular":
         return Regular()
     if method == "pld":
-        return PromptLookup(options)
+        return PromptLookup(options, target_cost)
     if draft is None:
         raise ValueError(f"method {method!r} needs a draft model")
     if method == "assisted":
         return Assisted(draft, options, eos)
     if method == "blazedit":
-        return Blazedit(draft, options, eos)
+        return Blazedit(draft, options, eos, target_cost, draft_cost)
     raise ValueError(f"unknown method {method!r}")

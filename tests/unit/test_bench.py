@@ -1,6 +1,9 @@
 """The benchmark harness on the tiny model: engine methods and transformers' generate() side by side."""
 
+import importlib.util
 import json
+
+import pytest
 
 from engine.cli import main
 
@@ -34,3 +37,22 @@ def test_bench_refuses_unknown_methods(tmp_path, capsys):
     dataset.write_text(json.dumps(ITEMS[0]) + "\n")
     assert main(["bench", str(dataset), "--model", "tiny-random", "--methods", "magic"]) == 2
     assert "unknown bench method(s) magic" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed")
+def test_bench_on_llama_cpp_with_its_own_baselines_and_torch_side_by_side(tmp_path):
+    dataset = tmp_path / "d.jsonl"
+    dataset.write_text("".join(json.dumps(item) + "\n" for item in ITEMS))
+    out = tmp_path / "out"
+    methods = ["regular", "blazedit", "llama-regular", "llama-pld-10", "regular@torch", "blazedit@torch"]
+    assert main(["bench", str(dataset), "--model", "tiny-random", "--runtime", "llama.cpp",
+                 "--methods", *methods, "--out", str(out)]) == 0
+    data = json.loads((out / "results.json").read_text())
+    assert "llama.cpp" in data["machine"]
+    assert {m: s["identity_rate"] for m, s in data["summary"].items()} == dict.fromkeys(methods, 1.0)
+    records = {(r["item"], r["method"]): r for r in data["records"]}
+    for item in ITEMS:  # identity is judged against regular on the same runtime
+        assert records[item["id"], "regular"]["identical"] is None
+        assert records[item["id"], "regular@torch"]["identical"] is None
+        assert records[item["id"], "llama-pld-10"]["identical"] is True
+        assert records[item["id"], "blazedit@torch"]["identical"] is True

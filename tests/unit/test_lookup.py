@@ -20,6 +20,16 @@ def test_prefers_to_continue_forward_from_the_last_match():
     assert index.propose([5], 1) == [3]
 
 
+def test_the_source_is_preferred_to_the_generated_text():
+    index = NgramIndex(max_ngram=1)
+    index.extend([5, 1, 6, 2])  # the source (prompt)
+    index.extend([5, 1, 6, 2, 6, 3, 7])  # then generated: 6 3 7, which repeats 6
+    assert index.propose([6], 2) == [2, 6]  # the source's 6, not the generated one
+    assert index.pointer == 3
+    assert index.propose([3], 2) == [7]  # only in the generated text: used, pointer left alone
+    assert index.pointer == 3
+
+
 def test_nothing_to_propose():
     index = NgramIndex(max_ngram=2)
     index.extend([1, 2])

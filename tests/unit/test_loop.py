@@ -5,6 +5,7 @@ import pytest
 from engine import models, prompts
 from engine.decoding import strategies
 from engine.decoding.cached_model import CachedModel
+from engine.decoding.cost import ForwardCost
 from engine.decoding.loop import Detokenizer, StopRule, generate
 from engine.protocol import DecodingOptions
 
@@ -39,11 +40,17 @@ def ids(text: str) -> list[int]:
     return TOK(text, add_special_tokens=False)["input_ids"]
 
 
-def decode(method: str, prompt_text: str, reply_text: str, draft_reply: str | None = None, max_new=1000):
+# llama.cpp's T(k) for the 1.5B on 2 cores (seconds): only likely proposals pay
+CPU = ForwardCost({1: 0.046, 2: 0.077, 4: 0.118, 8: 0.254, 16: 0.403, 32: 0.694, 64: 1.176})
+
+
+def decode(method: str, prompt_text: str, reply_text: str, draft_reply: str | None = None, max_new=1000,
+           costs=(ForwardCost.flat(), ForwardCost.flat(0.01))):
+    """Passes cost by default the same whatever their length, and a draft step a hundredth of a target pass."""
     prompt, reply = ids(prompt_text), ids(reply_text)
     target = CachedModel(ScriptedRuntime(prompt, reply))
     draft = CachedModel(ScriptedRuntime(prompt, ids(draft_reply if draft_reply is not None else reply_text)))
-    strategy = strategies.make(method, DecodingOptions(), draft, {EOS})
+    strategy = strategies.make(method, DecodingOptions(), draft, {EOS}, *costs)
     detok = Detokenizer(TOK)
     steps = list(generate(target, strategy, prompt, detok, StopRule({EOS}, "```", max_new)))
     return detok, steps
@@ -107,3 +114,17 @@ def test_blazedit_engages_the_draft_model_after_a_rejected_lookup():
     detok, steps = decode("blazedit", f"```\n{body}```\nx\n```\n", edited + "```")
     assert detok.text == edited + "```"
     assert steps[-1].stats.draft_forward_passes > 0
+
+
+@pytest.mark.parametrize("method", ["pld", "blazedit"])
+def test_lookup_resumes_copying_after_an_edit_where_passes_are_costly(method):
+    """Under CPU costs a lookup after a miss rarely pays, so nothing is proposed in an edit;
+    the unproposed lookups are still checked against what the target writes, and once
+    they match again, copying resumes."""
+    body = "".join(f"value_{i} = {i}\n" for i in range(40))
+    edited = body.replace("value_10 = 10", "value_10 = 'a new value entirely'")
+    detok, steps = decode(method, f"```\n{body}```\nx\n```\n", edited + "```", costs=(CPU, CPU))
+    assert detok.text == edited + "```"
+    stats = steps[-1].stats
+    assert stats.accepted > len(body) * 0.8  # the untouched 30 lines after the edit are copied too
+    assert stats.target_forward_passes < 60

@@ -1,6 +1,9 @@
-"""Every decoding method emits exactly the tokens of plain greedy decoding (float32, tiny models)."""
+"""Every decoding method emits exactly the tokens of plain greedy decoding (float32, tiny models),
+on both runtimes and under both a flat and a CPU-like cost of forward passes."""
 
 import copy
+import dataclasses
+import importlib.util
 
 import pytest
 import torch
@@ -9,8 +12,17 @@ from hypothesis import strategies as st
 
 from engine import models, prompts
 from engine.decoding.cached_model import common_prefix_length
+from engine.decoding.cost import ForwardCost
 from engine.protocol import METHODS, DecodingOptions
 from engine.session import Engine, Result
+
+# Flat: every pass costs the same, so the longest proposals pay. CPU: llama.cpp's T(k) for
+# the 1.5B on 2 cores (seconds), with a draft at half that: short proposals pay, drafts rarely.
+CPU = {1: 0.046, 2: 0.077, 4: 0.118, 8: 0.254, 16: 0.403, 32: 0.694, 64: 1.176}
+COSTS = {"flat": (ForwardCost.flat(), ForwardCost.flat(0.3)),
+         "cpu": (ForwardCost(CPU), ForwardCost({k: t / 2 for k, t in CPU.items()}))}
+RUNTIMES = ["torch", pytest.param("llama.cpp", marks=pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed"))]
 
 LINES = ["def f(x):", "    return x + 1", "import os", "class A:", "    pass", "# note", "x = f(2)", "print(x)", ""]
 
@@ -21,8 +33,9 @@ def run(engine: Engine, text: str, method: str, options: DecodingOptions, instru
     return result
 
 
-def cold(engine: Engine) -> Engine:
+def cold(engine: Engine, costs: str = "flat") -> Engine:
     """Forget cached prefixes so each method starts from the same state."""
+    engine.target_cost, engine.draft_cost = COSTS[costs]
     engine.prefix_cache = type(engine.prefix_cache)(0)
     for model in (engine.target_model, engine.draft_model):
         model.runtime.truncate(0)
@@ -30,20 +43,29 @@ def cold(engine: Engine) -> Engine:
     return engine
 
 
-@pytest.fixture(scope="module")
-def target():
-    return models.load("tiny-random")
-
-
-@pytest.fixture(scope="module")
-def engines(target):
-    """A draft that is the target itself (accepts everything) and a noisy copy (accepts some)."""
-    noisy = copy.deepcopy(target)
+def noisy_copy(model: torch.nn.Module) -> torch.nn.Module:
+    noisy = copy.deepcopy(model)
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(1)
-        for p in noisy.model.parameters():
+        for p in noisy.parameters():
             p.add_(torch.randn_like(p) * 0.05)
-    return {"same": Engine(target, target), "noisy": Engine(target, noisy)}
+    return noisy
+
+
+@pytest.fixture(scope="module", params=RUNTIMES)
+def engines(request, tmp_path_factory):
+    """A draft that is the target itself (accepts everything) and a noisy copy (accepts some)."""
+    target = models.load("tiny-random", runtime=request.param)
+    if request.param == "torch":
+        noisy = dataclasses.replace(target, model=noisy_copy(target.model))
+    else:
+        from engine.runtimes.llama_runtime import LlamaWeights
+        from engine.tiny_gguf import write_tiny_gguf
+
+        path = tmp_path_factory.mktemp("gguf") / "noisy.gguf"
+        write_tiny_gguf(noisy_copy(models._tiny_random(0)[0]), target.tokenizer, path)
+        noisy = dataclasses.replace(target, model=LlamaWeights(str(path), 1, float32_cache=True))
+    return {draft: Engine(target, model, costs=COSTS["flat"]) for draft, model in (("same", target), ("noisy", noisy))}
 
 
 @settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
@@ -56,15 +78,17 @@ def engines(target):
     runs=st.integers(1, 4),
     cap=st.integers(1, 64),
     max_new=st.integers(1, 96),
+    costs=st.sampled_from(sorted(COSTS)),
 )
-def test_all_methods_emit_the_greedy_tokens(engines, lines, draft, max_ngram, num_tokens, micro, runs, cap, max_new):
+def test_all_methods_emit_the_greedy_tokens(engines, lines, draft, max_ngram, num_tokens, micro, runs, cap, max_new,
+                                             costs):
     engine = engines[draft]
     text = "\n".join(lines) + "\n"
     options = DecodingOptions(max_new_tokens=max_new, max_ngram=max_ngram, num_tokens=num_tokens,
                               micro_draft_tokens=micro, max_num_run=runs, max_draft_tokens=cap)
-    reference = run(cold(engine), text, "regular", options)
+    reference = run(cold(engine, costs), text, "regular", options)
     for method in METHODS[1:]:
-        result = run(cold(engine), text, method, options)
+        result = run(cold(engine, costs), text, method, options)
         assert result.tokens == reference.tokens, method
         assert (result.text, result.finish_reason) == (reference.text, reference.finish_reason), method
         assert result.stats.target_forward_passes <= reference.stats.target_forward_passes, method

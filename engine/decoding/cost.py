@@ -1,0 +1,93 @@
+"""How long a forward pass over k tokens takes, and the proposal length that pays best.
+
+On a CPU a forward pass over k tokens costs far more than one over a single token
+once k passes ~8-32 (llama.cpp: 8 tokens cost ~5x one), so a long proposal pays only
+when it is likely to be accepted. Each proposal source keeps an acceptance estimate,
+and the length maximises expected tokens per second under the measured costs.
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_left
+
+from engine.runtimes.base import Runtime
+
+MEASURED_LENGTHS = (1, 2, 4, 8, 16, 32, 64)  # longer passes: extrapolated (cost is ~linear there)
+
+
+class ForwardCost:
+    """T(k): seconds for one forward pass over k new tokens, interpolated between measured k."""
+
+    def __init__(self, seconds: dict[int, float]):
+        self.lengths = sorted(seconds)
+        running = 0.0  # a longer pass never costs less: smooth out timing noise
+        self.seconds_at = [running := max(running, seconds[k]) for k in self.lengths]
+
+    @classmethod
+    def measure(cls, runtime: Runtime, context: int = 64) -> "ForwardCost":
+        """Time each length once after a warm-up, behind ``context`` cached tokens (~3 s for the
+        default pair on a 2-core CPU)."""
+        ids = [(i * 7919) % 200 + 32 for i in range(context + max(MEASURED_LENGTHS))]  # ordinary tokens, any vocab
+        runtime.truncate(0)
+        runtime.forward(ids[:context], keep=1)
+        runtime.forward(ids[context:context + 1], keep=1)  # warm-up
+        seconds = {}
+        for k in MEASURED_LENGTHS:
+            runtime.truncate(context)
+            start = time.perf_counter()
+            runtime.forward(ids[context:context + k], keep=k)
+            seconds[k] = time.perf_counter() - start
+        runtime.truncate(0)
+        return cls(seconds)
+
+    def __call__(self, k: int) -> float:
+        i = bisect_left(self.lengths, k)
+        if i < len(self.lengths) and self.lengths[i] == k:
+            return self.seconds_at[i]
+        i = min(max(i, 1), len(self.lengths) - 1)  # interpolate, or extrapolate from the last two
+        k0, k1 = self.lengths[i - 1], self.lengths[i]
+        t0, t1 = self.seconds_at[i - 1], self.seconds_at[i]
+        return max(t0 + (t1 - t0) * (k - k0) / (k1 - k0), self.seconds_at[0])
+
+    @classmethod
+    def flat(cls, seconds: float = 1.0) -> "ForwardCost":
+        """Every pass costs the same (as on a GPU far from saturation): the longest proposal pays."""
+        return cls({1: seconds, 2: seconds})
+
+    def best_length(self, p: float, limit: int, fed: int = 1, per_token: float = 0.0) -> int:
+        """The proposal length in 0..limit with the most expected tokens per second of
+        a pass that also feeds ``fed`` tokens, when each proposed token is accepted with
+        probability ``p`` given all before it were, and costs ``per_token`` seconds to
+        make (a draft model's step); 0: propose nothing."""
+        best_k, best_rate = 0, 1.0 / self(fed)
+        expected, reach = 1.0, 1.0  # tokens out of the pass: accepted ones plus the bonus
+        for k in range(1, limit + 1):
+            reach *= p
+            expected += reach
+            if (rate := expected / (self(fed + k) + k * per_token)) > best_rate:
+                best_k, best_rate = k, rate
+            elif reach < 0.01:
+                break
+        return best_k
+
+
+class Acceptance:
+    """Per-token acceptance probability of one proposal source, weighted to recent passes.
+
+    ``p`` is the share of proposed tokens accepted before the first miss, over a
+    decaying window of verifications, starting from ``prior``."""
+
+    def __init__(self, prior: float, weight: float = 4.0, decay: float = 0.7):
+        self.accepted, self.seen, self.decay = prior * weight, weight, decay
+
+    @property
+    def p(self) -> float:
+        return self.accepted / self.seen
+
+    def observe(self, proposed: int, accepted: int) -> None:
+        if proposed:
+            # tokens checked: the accepted ones, plus the one that missed (if any)
+            checked = accepted + (accepted < proposed)
+            self.accepted = self.accepted * self.decay + accepted
+            self.seen = self.seen * self.decay + checked

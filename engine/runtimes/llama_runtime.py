@@ -1,0 +1,121 @@
+"""The llama.cpp runtime: a quantised GGUF run by llama-cpp-python's low-level API.
+
+On a CPU, llama.cpp's Q4 kernels decode one token several times faster than bf16
+PyTorch, and long verifications cost about the same (docs/performance.md). The
+model weights are mapped once; every runtime on them owns one llama.cpp context
+(one KV cache, sequence 0).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import llama_cpp
+import numpy as np
+from llama_cpp import _internals
+
+logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # llama.cpp's load chatter goes to stderr
+
+BATCH_TOKENS = 512  # llama_decode's largest batch; longer inputs go in chunks
+MAX_CONTEXT = 32768
+
+
+class LlamaWeights:
+    """A GGUF mapped into memory, shared by the contexts made on it."""
+
+    def __init__(self, path: str, threads: int | None = None, float32_cache: bool = False):
+        params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = 0
+        self.path = path
+        self.model = _internals.LlamaModel(path_model=path, params=params, verbose=False)
+        self.threads = threads or len(os.sched_getaffinity(0))  # every core we may use
+        self.context_tokens = min(self.model.n_ctx_train(), MAX_CONTEXT)
+        self.eos = {t for t in (self.model.token_eos(), self.model.token_eot()) if t >= 0}
+        self.description = self.model.desc()  # e.g. "qwen2 1.5B Q4_K - Medium"
+        # llama.cpp caches K and V in float16; float32 keeps tiny test models' greedy choices
+        # identical between batch sizes (the lossless tests), at twice the cache memory.
+        self.float32_cache = float32_cache
+
+
+@dataclass
+class LlamaSnapshot:
+    state: bytes  # llama.cpp's serialised sequence, possibly longer than ``length``
+    length: int
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.state)
+
+
+class LlamaRuntime:
+    name = "llama.cpp"
+
+    def __init__(self, weights: LlamaWeights):
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = weights.context_tokens
+        params.n_batch = params.n_ubatch = BATCH_TOKENS
+        params.n_threads = params.n_threads_batch = weights.threads
+        params.no_perf = True
+        if weights.float32_cache:  # and no flash attention, which rounds through float16 on a CPU
+            params.type_k = params.type_v = llama_cpp.GGML_TYPE_F32
+            params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        self.weights = weights
+        self.ctx = _internals.LlamaContext(model=weights.model, params=params, verbose=False)
+        self.context_tokens = weights.context_tokens
+        self.n_vocab = weights.model.n_vocab()
+        self.batch = _internals.LlamaBatch(n_tokens=BATCH_TOKENS, embd=0, n_seq_max=1, verbose=False)
+        self._cached = 0
+
+    @property
+    def cached(self) -> int:
+        return self._cached
+
+    def forward(self, tokens: Sequence[int], keep: int) -> list[int]:
+        assert 1 <= keep <= len(tokens), (keep, len(tokens))
+        first_kept = len(tokens) - keep
+        choices: list[int] = []
+        for start in range(0, len(tokens), BATCH_TOKENS):
+            chunk = tokens[start : start + BATCH_TOKENS]
+            batch = self.batch.batch
+            batch.n_tokens = len(chunk)
+            outputs = 0
+            for i, token in enumerate(chunk):
+                batch.token[i] = token
+                batch.pos[i] = self._cached + i
+                batch.seq_id[i][0] = 0
+                batch.n_seq_id[i] = 1
+                batch.logits[i] = wanted = start + i >= first_kept
+                outputs += wanted
+            self.ctx.decode(self.batch)
+            self._cached += len(chunk)
+            if outputs:
+                # logits of the flagged positions, contiguous: [outputs, n_vocab]
+                logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self.ctx.ctx), shape=(outputs, self.n_vocab))
+                choices += logits.argmax(axis=1).tolist()
+        return choices
+
+    def truncate(self, length: int) -> None:
+        assert 0 <= length <= self._cached, (length, self._cached)
+        if length < self._cached:
+            self.ctx.kv_cache_seq_rm(0, length, -1)
+        self._cached = length
+
+    def snapshot(self, length: int) -> LlamaSnapshot:
+        # llama.cpp copies a whole sequence; restore() drops what lies past ``length``.
+        assert 0 < length <= self._cached, (length, self._cached)
+        size = llama_cpp.llama_state_seq_get_size(self.ctx.ctx, 0)
+        buffer = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(self.ctx.ctx, buffer, size, 0)
+        return LlamaSnapshot(bytes(buffer[:written]), length)
+
+    def restore(self, snapshot: LlamaSnapshot) -> None:
+        self.ctx.kv_cache_seq_rm(0, 0, -1)
+        buffer = (ctypes.c_uint8 * len(snapshot.state)).from_buffer_copy(snapshot.state)
+        if not llama_cpp.llama_state_seq_set_data(self.ctx.ctx, buffer, len(snapshot.state), 0):
+            raise RuntimeError("llama.cpp could not restore a saved KV cache")
+        self.ctx.kv_cache_seq_rm(0, snapshot.length, -1)
+        self._cached = snapshot.length

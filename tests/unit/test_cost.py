@@ -1,0 +1,42 @@
+"""The cost model that picks proposal lengths."""
+
+import pytest
+
+from engine.decoding.cost import Acceptance, ForwardCost
+
+CPU = ForwardCost({1: 0.046, 2: 0.077, 4: 0.118, 8: 0.254, 16: 0.403, 32: 0.694, 64: 1.176})
+
+
+def test_costs_interpolate_extrapolate_and_never_fall():
+    cost = ForwardCost({1: 1.0, 4: 4.0, 8: 2.0})  # a noisy measurement: 8 timed faster than 4
+    assert cost(4) == cost(8) == 4.0
+    assert cost(2) == pytest.approx(2.0)
+    assert cost(16) == 4.0  # flat past the last two points
+    assert CPU(128) == pytest.approx(1.176 + (1.176 - 0.694) * 2)
+
+
+def test_flat_costs_take_the_whole_proposal():
+    assert ForwardCost.flat().best_length(0.5, 40) == 40
+
+
+def test_cpu_costs_propose_only_what_is_likely_accepted():
+    assert CPU.best_length(0.3, 40) == 0  # an edit point: decode one token
+    copying = CPU.best_length(0.99, 80)
+    assert 16 <= copying <= 80
+    assert CPU.best_length(0.9, 80) < copying
+
+
+def test_draft_steps_count_against_the_proposal():
+    assert CPU.best_length(0.9, 40, per_token=0.0) > CPU.best_length(0.9, 40, per_token=0.02)
+
+
+def test_acceptance_follows_recent_verifications():
+    estimate = Acceptance(prior=0.9)
+    estimate.observe(proposed=10, accepted=0)
+    low = estimate.p
+    assert low < 0.9
+    estimate.observe(proposed=0, accepted=0)  # nothing proposed: nothing learnt
+    assert estimate.p == low
+    for _ in range(5):
+        estimate.observe(proposed=20, accepted=20)
+    assert estimate.p > 0.95

@@ -79,7 +79,8 @@ class Acceptance:
     decaying window of verifications, starting from ``prior``."""
 
     def __init__(self, prior: float, weight: float = 4.0, decay: float = 0.7):
-        self.accepted, self.seen, self.decay = prior * weight, weight, decay
+        self.prior, self.weight, self.decay = prior, weight, decay
+        self.accepted, self.seen = prior * weight, weight
 
     @property
     def p(self) -> float:
@@ -91,3 +92,9 @@ class Acceptance:
             checked = accepted + (accepted < proposed)
             self.accepted = self.accepted * self.decay + accepted
             self.seen = self.seen * self.decay + checked
+
+    def relax(self) -> None:
+        """A step with nothing proposed: drift back toward the prior, so that a source
+        given up on is tried again once the prior would pay."""
+        self.accepted = self.accepted * self.decay + self.prior * self.weight * (1 - self.decay)
+        self.seen = self.seen * self.decay + self.weight * (1 - self.decay)

@@ -84,19 +84,27 @@ class PromptLookup(Regular):
 
 class Assisted(Regular):
     """The draft model decodes greedily; the draft length grows while the target
-    accepts all of it and shrinks when it does not (transformers' heuristic)."""
+    accepts all of it and shrinks when it does not (transformers' heuristic), and is
+    cut to what pays under the measured costs, counting a draft step per token."""
 
     MAX_TOKENS = 32
 
-    def __init__(self, draft: CachedModel, options: DecodingOptions, eos: set[int]):
+    def __init__(self, draft: CachedModel, options: DecodingOptions, eos: set[int],
+                 target_cost: ForwardCost, draft_cost: ForwardCost):
         self.draft = draft
         self.cap = min(self.MAX_TOKENS, options.max_draft_tokens)
         self.length = min(options.assisted_start_tokens, self.cap)
         self.eos = eos
+        self.accepting = Acceptance(prior=0.7)
+        self.target_cost, self.draft_cost = target_cost, draft_cost
 
     def propose(self, seq: Sequence[int], budget: int) -> list[int]:
+        wanted = self.target_cost.best_length(self.accepting.p, min(self.length, budget),
+                                              per_token=self.draft_cost(1))
+        if not wanted:
+            self.accepting.relax()
         drafts: list[int] = []
-        while len(drafts) < min(self.length, budget):
+        while len(drafts) < wanted:
             drafts += verify(self.draft, [*seq, *drafts], [])
             if drafts[-1] in self.eos:
                 break
@@ -104,6 +112,7 @@ class Assisted(Regular):
 
     def observe(self, proposed: int, accepted: int) -> None:
         if proposed:
+            self.accepting.observe(proposed, accepted)
             self.length = min(self.cap, self.length + 2) if accepted == proposed else max(1, self.length - 1)
 
 
@@ -143,6 +152,7 @@ class Blazedit(Regular):
         # How many draft-layer tokens the target should verify, counting one draft step per token.
         wanted = self.target_cost.best_length(self.drafted.p, limit, per_token=self.draft_cost(1))
         if not wanted:
+            self.drafted.relax()
             return copied  # no draft pays: the lookup's own choice, perhaps nothing
         drafts: list[int] = []
         for _ in range(self.max_num_run):
@@ -174,7 +184,7 @@ def make(method: str, options: DecodingOptions, draft: CachedModel | None, eos: 
     if draft is None:
         raise ValueError(f"method {method!r} needs a draft model")
     if method == "assisted":
-        return Assisted(draft, options, eos)
+        return Assisted(draft, options, eos, target_cost, draft_cost)
     if method == "blazedit":
         return Blazedit(draft, options, eos, target_cost, draft_cost)
     raise ValueError(f"unknown method {method!r}")

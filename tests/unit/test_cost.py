@@ -40,3 +40,13 @@ def test_acceptance_follows_recent_verifications():
     for _ in range(5):
         estimate.observe(proposed=20, accepted=20)
     assert estimate.p > 0.95
+
+
+def test_an_estimate_given_up_on_drifts_back_to_its_prior():
+    estimate = Acceptance(prior=0.7)
+    for _ in range(3):
+        estimate.observe(proposed=4, accepted=0)
+    assert estimate.p < 0.3
+    for _ in range(10):
+        estimate.relax()
+    assert estimate.p == pytest.approx(0.7, abs=0.05)

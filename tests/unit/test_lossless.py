@@ -16,10 +16,13 @@ from engine.decoding.cost import ForwardCost
 from engine.protocol import METHODS, DecodingOptions
 from engine.session import Engine, Result
 
-# Flat: every pass costs the same, so the longest proposals pay. CPU: llama.cpp's T(k) for
-# the 1.5B on 2 cores (seconds), with a draft at half that: short proposals pay, drafts rarely.
+# Free: target passes cost the same whatever their length and draft steps nothing, so every
+# proposal is as long as its method allows. Flat: draft steps cost 0.3 of a target pass.
+# CPU: llama.cpp's T(k) for the 1.5B on 2 cores (seconds), with a draft at half that: short
+# proposals pay, drafts rarely.
 CPU = {1: 0.046, 2: 0.077, 4: 0.118, 8: 0.254, 16: 0.403, 32: 0.694, 64: 1.176}
-COSTS = {"flat": (ForwardCost.flat(), ForwardCost.flat(0.3)),
+COSTS = {"free": (ForwardCost.flat(), ForwardCost.flat(1e-9)),
+         "flat": (ForwardCost.flat(), ForwardCost.flat(0.3)),
          "cpu": (ForwardCost(CPU), ForwardCost({k: t / 2 for k, t in CPU.items()}))}
 RUNTIMES = ["torch", pytest.param("llama.cpp", marks=pytest.mark.skipif(
     importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed"))]
@@ -33,7 +36,7 @@ def run(engine: Engine, text: str, method: str, options: DecodingOptions, instru
     return result
 
 
-def cold(engine: Engine, costs: str = "flat") -> Engine:
+def cold(engine: Engine, costs: str = "free") -> Engine:
     """Forget cached prefixes so each method starts from the same state."""
     engine.target_cost, engine.draft_cost = COSTS[costs]
     engine.prefix_cache = type(engine.prefix_cache)(0)
@@ -65,7 +68,7 @@ def engines(request, tmp_path_factory):
         path = tmp_path_factory.mktemp("gguf") / "noisy.gguf"
         write_tiny_gguf(noisy_copy(models._tiny_random(0)[0]), target.tokenizer, path)
         noisy = dataclasses.replace(target, model=LlamaWeights(str(path), 1, float32_cache=True))
-    return {draft: Engine(target, model, costs=COSTS["flat"]) for draft, model in (("same", target), ("noisy", noisy))}
+    return {draft: Engine(target, model, costs=COSTS["free"]) for draft, model in (("same", target), ("noisy", noisy))}
 
 
 @settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])

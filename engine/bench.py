@@ -39,6 +39,10 @@ QUICK_IDS = {  # fixed, stratified by copy ratio; short enough for ~20 minutes o
 }
 
 
+# Run once per method before timing: the first run on mapped weights (llama.cpp) or a
+# fresh model pays page faults and warm-up that would otherwise land on one method.
+WARM_UP = {"id": "warm-up", "path": "warm.py", "instruction": "add a docstring", "before": "def f(x):\n    return x\n"}
+
 
 def default_methods(runtime: str, quick: bool) -> tuple[str, ...]:
     """The engine's methods on ``runtime`` against that runtime's own baselines
@@ -284,6 +288,9 @@ def run_bench(engine: Engine, load_engine: Callable[[str], Engine], items: list[
     costs = measure_forward_costs(engine)
     records: list[Record] = []
     task = progress.add_task("bench", total=len(items) * len(methods))
+    for method in methods:
+        progress.update(task, description=f"warming up · {method}")
+        bench.run(WARM_UP, method)
     for index, item in enumerate(items):
         order = methods[index % len(methods):] + methods[: index % len(methods)]  # alternate who goes first
         runs = {}

@@ -1,6 +1,7 @@
-"""The default path on the real packaged models: every method finishes the file and
-gives the same text; speculation saves target forward passes."""
+"""The default path on the real packaged models, on both runtimes: every method finishes
+the file and gives the same text; speculation saves target forward passes."""
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -14,9 +15,12 @@ pytestmark = pytest.mark.slow
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "edits-humanevalfix.jsonl"
 
 
-@pytest.fixture(scope="module")
-def engine():
-    return Engine.load(threads=2)
+@pytest.fixture(scope="module", params=["torch", pytest.param("llama.cpp", marks=pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed"))])
+def engine(request):
+    engine = Engine.load(runtime=request.param, threads=2)
+    assert (engine.target.runtime, engine.draft.runtime) == (request.param, request.param)
+    return engine
 
 
 @pytest.fixture(scope="module")

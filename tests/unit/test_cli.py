@@ -1,5 +1,6 @@
 """`blazedit edit` on the tiny model: output modes, and one clear error line for bad input."""
 
+import importlib.util
 import json
 
 import pytest
@@ -32,10 +33,13 @@ def test_json_reports_text_and_statistics(capsys, source):
         assert key in data
 
 
-def test_all_methods_give_the_same_text(capsys, source):
+@pytest.mark.parametrize("runtime", ["torch", pytest.param("llama.cpp", marks=pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed"))])
+def test_all_methods_give_the_same_text(capsys, source, runtime):
     texts = {}
     for method in ("regular", "pld", "assisted", "blazedit"):
-        _, out, _ = edit(capsys, str(source), "-i", "add types", *TINY, "--method", method, "--json")
+        _, out, _ = edit(capsys, str(source), "-i", "add types", *TINY, "--runtime", runtime, "--method", method,
+                         "--json")
         texts[method] = json.loads(out)["text"]
     assert len(set(texts.values())) == 1
 

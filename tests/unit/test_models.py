@@ -57,3 +57,26 @@ def test_tiny_random_is_deterministic():
     a, b = models.load("tiny-random"), models.load("tiny-random")
     assert all((p == q).all() for p, q in zip(a.model.parameters(), b.model.parameters()))
     assert a.dtype == "float32" and next(a.model.parameters()).dtype == torch.float32
+
+
+def test_auto_runtime_is_llama_cpp_for_gguf_models_on_a_cpu_when_installed(monkeypatch):
+    monkeypatch.setattr(models, "llama_cpp_installed", lambda: True)
+    assert models.choose_runtime("qwen2.5-coder-1.5b", "auto", "cpu", None) == "llama.cpp"
+    assert models.choose_runtime("/m/model.gguf", None, "cpu", None) == "llama.cpp"
+    assert models.choose_runtime("qwen2.5-coder-1.5b", "auto", "cuda", None) == "torch"
+    assert models.choose_runtime("qwen2.5-coder-1.5b", "auto", "cpu", "fp32") == "torch"  # a dtype: torch's
+    assert models.choose_runtime("tiny-random", "auto", "cpu", None) == "torch"
+    monkeypatch.setattr(models, "llama_cpp_installed", lambda: False)
+    assert models.choose_runtime("qwen2.5-coder-1.5b", "auto", "cpu", None) == "torch"
+    with pytest.raises(models.ModelError, match="unknown runtime 'onnx'"):
+        models.choose_runtime("tiny-random", "onnx", None, None)
+
+
+def test_llama_cpp_runtime_errors_say_what_to_do(monkeypatch):
+    with pytest.raises(models.ModelError, match="--runtime torch for cuda"):
+        models.load("tiny-random", runtime="llama.cpp", device="cuda")
+    with pytest.raises(models.ModelError, match="--dtype is for the torch runtime"):
+        models.load("tiny-random", runtime="llama.cpp", dtype="bf16")
+    monkeypatch.setitem(sys.modules, "engine.runtimes.llama_runtime", None)  # as if not installed
+    with pytest.raises(models.ModelError, match=r"pip install 'blazedit-lsp\[llama\]'"):
+        models.load("tiny-random", runtime="llama.cpp")

@@ -4,7 +4,7 @@ Runs, on one loaded engine: a cold edit, a second edit of the same file with ano
 instruction, and an edit of the file with one line changed in the middle; each with a
 short output (``--max-new-tokens``), so the time measured is mostly prefill.
 
-    python bench/prefix_reuse.py ../shared/data/edits-requests.jsonl ITEM_ID [--threads N]
+    python bench/prefix_reuse.py ../shared/data/edits-requests.jsonl ITEM_ID [--runtime R] [--threads N]
 """
 
 import argparse
@@ -25,11 +25,12 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("dataset")
     parser.add_argument("item")
+    parser.add_argument("--runtime", default="auto", choices=("auto", "torch", "llama.cpp"))
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--max-new-tokens", type=int, default=8)
     args = parser.parse_args()
     item = next(json.loads(line) for line in open(args.dataset) if json.loads(line)["id"] == args.item)
-    engine = Engine.load(threads=args.threads)
+    engine = Engine.load(runtime=args.runtime, threads=args.threads)
     options = DecodingOptions(max_new_tokens=args.max_new_tokens)
     lines = item["before"].splitlines(keepends=True)
     middle = len(lines) // 2
@@ -42,7 +43,7 @@ def main():
     rows = []
     for name, text, instruction in runs:
         seconds, stats = timed_edit(engine, text, instruction, item["path"], options)
-        rows.append({"run": name, "seconds": round(seconds, 2), "prompt_tokens": stats.prompt_tokens,
+        rows.append({"run": name, "runtime": engine.target.runtime, "seconds": round(seconds, 2), "prompt_tokens": stats.prompt_tokens,
                      "cached_tokens": stats.cached_tokens, "first_token_seconds": round(stats.first_token_seconds, 2)})
         print(json.dumps(rows[-1]), flush=True)
 

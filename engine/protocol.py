@@ -59,7 +59,7 @@ class DecodingOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """
 
     max_new_tokens: Positive | None = None
-    """None: the file's token count plus a margin."""
+    """None: twice the file's token count plus 256 (room to double it)."""
     max_ngram: Positive = 10
     """Longest suffix n-gram that prompt lookup tries to match (pld, blazedit)."""
     num_tokens: Positive = 40

@@ -62,8 +62,10 @@ def default_draft(model: str) -> str | None:
 
 
 def max_new_tokens_for(file_tokens: int) -> int:
-    """Room for the whole file plus growth: a quarter more, and at least 256 tokens."""
-    return file_tokens + max(256, file_tokens // 4)
+    """Room for the whole file to double, plus 256 tokens: "add docstrings" can more than
+    double a small file. A limit costs nothing until it is reached (the reply ends at its
+    fence); near the context's end, edits get what is left (at least the file plus 256)."""
+    return 2 * file_tokens + 256
 
 
 class Engine:
@@ -135,14 +137,15 @@ class Engine:
         prompt = prompts.build(text, instruction, path, language)
         ids = self.prompt_tokens(prompt)
         file_tokens = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-        max_new = options.max_new_tokens or max_new_tokens_for(file_tokens)
         context = self.loaded_target.context_tokens
-        if len(ids) + max_new > context:
+        needed = options.max_new_tokens or file_tokens + 256  # the least room for the reply we accept
+        if len(ids) + needed > context:
             raise EngineError(
                 "context_overflow",
-                f"the file is {file_tokens} tokens; the prompt ({len(ids)}) plus room for the reply ({max_new}) "
+                f"the file is {file_tokens} tokens; the prompt ({len(ids)}) plus room for the reply ({needed}) "
                 f"exceeds the model's context of {context} tokens",
             )
+        max_new = options.max_new_tokens or min(max_new_tokens_for(file_tokens), context - len(ids))
         models_in_use = [self.target_model] + ([self.draft_model] if self.draft_model else [])
         self.prefix_cache.reuse(models_in_use, ids)
         strategy = strategies.make(method, options, self.draft_model, self.eos, self.target_cost, self.draft_cost)

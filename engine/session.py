@@ -56,7 +56,7 @@ def default_draft(model: str) -> str | None:
     """The draft that goes with a target when none is named."""
     if model == models.DEFAULT_TARGET:
         return models.DEFAULT_DRAFT
-    if model.startswith(models.TINY):
+    if models.is_tiny(model):
         return model
     return None
 

@@ -1,9 +1,9 @@
 """The llama.cpp runtime: a quantised GGUF run by llama-cpp-python's low-level API.
 
 On a CPU, llama.cpp's Q4 kernels decode one token several times faster than bf16
-PyTorch, and long verifications cost about the same (docs/performance.md). The
-model weights are mapped once; every runtime on them owns one llama.cpp context
-(one KV cache, sequence 0).
+PyTorch, while prefill and long verifications take about twice as long here
+(docs/performance.md). The model weights are mapped once; every runtime on them owns
+one llama.cpp context (one KV cache, sequence 0).
 """
 
 from __future__ import annotations

@@ -127,8 +127,7 @@ def oracle_seconds(costs: dict, prompt_tokens: int, output_tokens: int, ratio: f
 
 class Bench:
     def __init__(self, engine: Engine, load_engine: Callable[[str], Engine]):
-        self.engine = engine  # the bench's runtime
-        self.main = engine.target.runtime
+        self.main = engine.target.runtime  # the bench's runtime
         self._engines = {self.main: engine}
         self._load_engine = load_engine
         self._llamas: dict[bool, object] = {}
@@ -182,11 +181,7 @@ class Bench:
                 reason = stopped
                 break
         seconds = time.perf_counter() - start
-        detok.flush()
-        text = prompt.file_from_reply(detok.text) if reason == "stop" else prompt.restore_layout(detok.text, False)
-        stats = {"tokens": len(stopper.tokens), "seconds": seconds, "prompt_tokens": len(ids),
-                 "first_token_seconds": first - start if first else None}
-        return stopper.tokens, text, reason, stats
+        return _baseline_result(prompt, ids, stopper, reason, seconds, first - start if first else None)
 
     @torch.inference_mode()
     def _hf(self, engine: Engine, item: dict, method: str):
@@ -210,11 +205,18 @@ class Bench:
         detok = Detokenizer(engine.tokenizer)
         stopper = Stopper(rule, detok)
         reason = next((r for r in map(stopper.push, out[0, len(ids):].tolist()) if r), "length")
-        detok.flush()
-        text = prompt.file_from_reply(detok.text) if reason == "stop" else prompt.restore_layout(detok.text, False)
-        stats = {"tokens": len(stopper.tokens), "seconds": seconds, "prompt_tokens": len(ids),
-                 "first_token_seconds": (streamer.first - start) if streamer.first else None}
-        return stopper.tokens, text, reason, stats
+        first = streamer.first - start if streamer.first else None
+        return _baseline_result(prompt, ids, stopper, reason, seconds, first)
+
+
+def _baseline_result(prompt, ids, stopper: Stopper, reason: str, seconds: float, first_token_seconds: float | None):
+    """A baseline's tokens, file text, finish reason and counters, as ``Bench.run`` returns them."""
+    stopper.detok.flush()
+    text = prompt.file_from_reply(stopper.detok.text) if reason == "stop" \
+        else prompt.restore_layout(stopper.detok.text, False)
+    stats = {"tokens": len(stopper.tokens), "seconds": seconds, "prompt_tokens": len(ids),
+             "first_token_seconds": first_token_seconds}
+    return stopper.tokens, text, reason, stats
 
 
 class _FenceStop:

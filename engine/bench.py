@@ -246,10 +246,16 @@ class _FirstToken:
         pass
 
 
-def load_items(path: Path, ids: list[str] | None, limit: int | None) -> list[dict]:
+def load_items(path: Path, ids: list[str] | None, limit: int | None, spread: int | None = None) -> list[dict]:
+    """The dataset's items: those in ``ids``, the first ``limit``, or ``spread`` items at
+    evenly spaced ranks of the reference copy ratio (a stratified sample of any size)."""
     items = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     if ids:
         items = [i for i in items if i["id"] in ids]
+    if spread:
+        ranked = sorted(items, key=lambda item: item.get("copy_ratio", 0.0))
+        count = min(spread, len(ranked))
+        return [ranked[round(n * (len(ranked) - 1) / max(count - 1, 1))] for n in range(count)]
     return items[:limit] if limit else items
 
 

@@ -74,6 +74,8 @@ def add_bench_command(sub) -> None:
                             "default: the engine's methods and the runtime's own baselines")
     subset = bench.add_mutually_exclusive_group()
     subset.add_argument("--limit", type=int, help="first N items")
+    subset.add_argument("--spread", type=int, metavar="N",
+                        help="N items spread evenly over the reference copy ratios (a stratified sample)")
     subset.add_argument("--quick", action="store_true", help="a fixed stratified subset (~20 minutes on a 2-core CPU)")
     add_model_arguments(bench)
     bench.add_argument("--out", type=Path, default=Path("bench/results/latest"))
@@ -176,7 +178,7 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.quick and ids is None:
         raise CliError(f"--quick has no subset for {args.dataset.stem}: use --limit")
     try:
-        items = bench.load_items(args.dataset, ids, args.limit)
+        items = bench.load_items(args.dataset, ids, args.limit, args.spread)
     except OSError as exc:
         raise CliError(f"cannot read {args.dataset}: {exc.strerror or exc}") from None
     except ValueError as exc:

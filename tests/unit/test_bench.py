@@ -56,3 +56,15 @@ def test_bench_on_llama_cpp_with_its_own_baselines_and_torch_side_by_side(tmp_pa
         assert records[item["id"], "regular@torch"]["identical"] is None
         assert records[item["id"], "llama-pld-10"]["identical"] is True
         assert records[item["id"], "blazedit@torch"]["identical"] is True
+
+
+def test_spread_samples_evenly_over_copy_ratios(tmp_path):
+    from engine.bench import load_items
+
+    dataset = tmp_path / "d.jsonl"
+    ratios = [0.9, 0.1, 0.5, 0.3, 0.7]
+    dataset.write_text("".join(json.dumps({"id": f"r{r}", "copy_ratio": r}) + "\n" for r in ratios))
+    assert [i["id"] for i in load_items(dataset, None, None, spread=3)] == ["r0.1", "r0.5", "r0.9"]
+    assert [i["id"] for i in load_items(dataset, None, None, spread=1)] == ["r0.1"]
+    assert len(load_items(dataset, None, None, spread=9)) == len(ratios)
+    assert [i["id"] for i in load_items(dataset, None, 2)] == ["r0.9", "r0.1"]  # --limit: the first N

@@ -81,6 +81,7 @@ class Record:
     drafted: int | None
     accepted: int | None
     first_token_seconds: float | None
+    cached_tokens: int | None  # prompt tokens found in the KV cache (0: the run paid its whole prefill)
     finish_reason: str
     identical: bool | None  # tokens equal regular's (None for regular itself)
     first_divergence: int | None
@@ -113,8 +114,7 @@ def measure_forward_costs(engine: Engine, context: int = 1500) -> dict:
             runtime.forward(ids[context:context + k], keep=k)
             best = min(best, time.perf_counter() - start)
         costs[k] = best
-    runtime.truncate(0)
-    engine.target_model.tokens.clear()
+    engine.target_model.reset()
     return {"context": context, "prefill_seconds": prefill, "prefill_per_token": prefill / context, "T": costs}
 
 
@@ -135,12 +135,14 @@ class Bench:
     def engine_on(self, runtime: str) -> Engine:
         if runtime not in self._engines:
             self._engines[runtime] = self._load_engine(runtime)
-        return self._engines[runtime]
+        engine = self._engines[runtime]
+        engine.prefix_cache.budget_bytes = 0  # saving prefixes would cost time that no run reuses
+        return engine
 
     def run(self, item: dict, method: str) -> tuple[list[int], str, str, dict]:
         """Tokens, file text, finish reason and counters of one method on one item."""
         engine = self.engine_on(runtime_of(method, self.main))
-        engine.prefix_cache = type(engine.prefix_cache)(0)  # every method pays its prefill
+        engine.forget()  # every run pays its whole prefill
         if method.startswith("hf-"):
             return self._hf(engine, item, method)
         if method.startswith("llama-"):
@@ -215,7 +217,7 @@ def _baseline_result(prompt, ids, stopper: Stopper, reason: str, seconds: float,
     text = prompt.file_from_reply(stopper.detok.text) if reason == "stop" \
         else prompt.restore_layout(stopper.detok.text, False)
     stats = {"tokens": len(stopper.tokens), "seconds": seconds, "prompt_tokens": len(ids),
-             "first_token_seconds": first_token_seconds}
+             "first_token_seconds": first_token_seconds, "cached_tokens": 0}
     return stopper.tokens, text, reason, stats
 
 
@@ -322,7 +324,8 @@ def run_bench(engine: Engine, load_engine: Callable[[str], Engine], items: list[
                 target_forward_passes=stats.get("target_forward_passes"),
                 draft_forward_passes=stats.get("draft_forward_passes"),
                 drafted=stats.get("drafted"), accepted=stats.get("accepted"),
-                first_token_seconds=stats.get("first_token_seconds"), finish_reason=reason,
+                first_token_seconds=stats.get("first_token_seconds"), cached_tokens=stats.get("cached_tokens"),
+                finish_reason=reason,
                 identical=None if reference is None else divergence is None,
                 first_divergence=divergence, copy_ratio=ratio,
                 oracle_seconds=oracle_seconds(costs, stats.get("prompt_tokens", 0), len(tokens), ratio),

@@ -112,6 +112,14 @@ class Engine:
             raise EngineError("model_error", str(exc)) from exc
         return cls(target, loaded_draft, prefix_cache_bytes)
 
+    def forget(self) -> None:
+        """Empty both KV caches and the saved prefixes: the next edit starts cold (the
+        benchmark measures every run so, or later runs would skip their prefill)."""
+        for model in (self.target_model, self.draft_model):
+            if model:
+                model.reset()
+        self.prefix_cache = PrefixCache(self.prefix_cache.budget_bytes)
+
     @property
     def target(self) -> ModelInfo:
         return _info(self.loaded_target)

@@ -39,6 +39,11 @@ class CachedModel:
             self.runtime.truncate(keep)
             del self.tokens[keep:]
 
+    def reset(self) -> None:
+        """Empty the KV cache."""
+        self.runtime.truncate(0)
+        self.tokens.clear()
+
     def adopt(self, tokens: Sequence[int], snapshot) -> None:
         """Take over a cache saved earlier for ``tokens`` (prefix reuse)."""
         self.runtime.restore(snapshot)

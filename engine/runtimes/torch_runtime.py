@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -30,6 +31,9 @@ class TorchRuntime:
         self.context_tokens = loaded.context_tokens
         self.cache = DynamicCache(config=self.model.config)
         self._cached = 0
+        # transformers renamed ``past_key_values`` to ``cache`` (the old name goes in 5.40)
+        self._cache_argument = "cache" if "cache" in inspect.signature(self.model.forward).parameters \
+            else "past_key_values"
 
     @property
     def cached(self) -> int:
@@ -42,8 +46,8 @@ class TorchRuntime:
         ids = torch.tensor([list(tokens)], dtype=torch.long, device=self.device)
         positions = torch.arange(self._cached, self._cached + len(tokens), device=self.device).unsqueeze(0)
         out = self.model(
-            input_ids=ids, position_ids=positions, past_key_values=self.cache,
-            use_cache=True, logits_to_keep=keep,
+            input_ids=ids, position_ids=positions, use_cache=True, logits_to_keep=keep,
+            **{self._cache_argument: self.cache},
         )
         self._cached += len(tokens)
         return out.logits[0].argmax(dim=-1).tolist()

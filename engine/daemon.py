@@ -37,6 +37,7 @@ EXIT_ALREADY_RUNNING = 3  # the client library keeps waiting for the daemon that
 EXIT_FAILED = 2
 HELLO_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 5.0
+MAX_OUTBOX_MESSAGES = 1000  # replies waiting for a peer: progress comes at most ~20 a second
 LOG_ROTATE_BYTES = 10 * 1024 * 1024
 
 
@@ -54,6 +55,7 @@ class ServeOptions:
     idle_timeout: float | None = None  # seconds without any request or job
     max_document_bytes: int = 4 * 1024 * 1024
     max_queue: int = 256
+    max_clients: int = 64
     log_path: Path | None = None  # default: next to the socket
     parent_fd: int | None = None  # embedded: stop when this pipe reaches EOF (the parent died)
 
@@ -138,8 +140,8 @@ def _version() -> str:
 
 
 class Connection:
-    """One peer: replies go through an unbounded outbox drained by a writer task,
-    so the decoding worker never waits on a slow client."""
+    """One peer: replies go through an outbox drained by a writer task, so the decoding
+    worker never waits on a slow client; a peer that stops reading is dropped."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         self.reader, self.writer = reader, writer
@@ -148,6 +150,11 @@ class Connection:
         self._writer_task = asyncio.create_task(self._write_loop())
 
     def send(self, message: protocol.Message) -> None:
+        if self._outbox.qsize() >= MAX_OUTBOX_MESSAGES:
+            if not self.writer.transport.is_closing():
+                log.warning("dropped client %s: it left %d replies unread", self.peer, MAX_OUTBOX_MESSAGES)
+                self.writer.transport.abort()  # its read loop ends, and with it its jobs
+            return
         self._outbox.put_nowait(message)
 
     async def _write_loop(self) -> None:
@@ -311,6 +318,12 @@ class Daemon:
             conn.send(protocol.Error(code="protocol_version", message=(
                 f"this daemon speaks protocol {protocol.PROTOCOL_VERSION}, the client {hello.protocol}: "
                 "restart the daemon (blazedit engine stop) after upgrading")))
+            return False
+        if len(self.connections) > self.options.max_clients:  # counting this one
+            log.warning("refused client %r from %s: %d clients already", hello.client, conn.peer,
+                        len(self.connections) - 1)
+            conn.send(protocol.Error(code="busy", message=f"the engine serves at most {self.options.max_clients} "
+                                                          "clients at once; retry later"))
             return False
         log.info("client %r connected from %s", hello.client, conn.peer)
         conn.send(protocol.Welcome(

@@ -46,6 +46,7 @@ def add_engine_commands(sub) -> None:
                        help="stop after this long without requests or jobs")
     serve.add_argument("--max-document-bytes", type=int, default=4 * 1024 * 1024)
     serve.add_argument("--max-queue", type=int, default=256, help="jobs that may wait before new ones are refused")
+    serve.add_argument("--max-clients", type=int, default=64, help="connections served at once; more are refused")
     serve.add_argument("--log-file", help="default: next to the socket")
     serve.add_argument("--parent-fd", type=int, default=None, help=argparse.SUPPRESS)
     serve.set_defaults(run=run_serve)
@@ -79,6 +80,7 @@ def run_serve(args: argparse.Namespace) -> int:
             draft_runtime=args.draft_runtime, device=args.device, dtype=args.dtype,
             threads=args.threads, token=read_token(args.token_file), idle_timeout=args.idle_timeout,
             max_document_bytes=args.max_document_bytes, max_queue=args.max_queue,
+            max_clients=args.max_clients,
             log_path=Path(args.log_file).expanduser().absolute() if args.log_file else None, parent_fd=args.parent_fd)
         status = serve(options)
     except AddressError as exc:

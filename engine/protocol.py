@@ -34,7 +34,6 @@ ErrorCode = Literal[
     "unknown_method",
     "duplicate_job",  # a job id already in use on this connection
     "busy",  # the daemon's queue is full; retry later
-    "unknown_job",
     "model_error",  # the model failed to load or to run
     "shutting_down",
     "internal",

@@ -4,8 +4,10 @@ gives the same text as before the abuse, from the same process)."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import struct
+import time
 
 import msgspec
 import pytest
@@ -23,7 +25,7 @@ NORMAL = protocol.Edit(job_id="normal", text="def f(x):\n    return x\n", instru
 
 @pytest.fixture(scope="module")
 def daemon():
-    process = DaemonProcess("--max-queue", "2").wait_ready()
+    process = DaemonProcess("--max-queue", "2", "--max-clients", "4").wait_ready()
     yield process
     process.cleanup()
 
@@ -118,6 +120,37 @@ async def test_a_full_queue_refuses_new_jobs_with_busy(daemon):
     assert [type(replies[j]) for j in ("q1", "q2")] == [protocol.Queued, protocol.Queued]
     assert (replies["q3"].code, replies["q3"].job_id) == ("busy", "q3")
     await conn.close()  # cancels the rest
+
+
+async def test_clients_over_the_limit_are_refused_with_busy(daemon):
+    held = [await RawConnection.open(daemon.socket) for _ in range(4)]
+    extra = await RawConnection.open(daemon.socket, hello=False)
+    await extra.send(protocol.Hello(client="fifth"))
+    replies = await extra.until_closed()
+    assert [(type(r), r.code) for r in replies] == [(protocol.Error, "busy")], replies
+    assert "at most 4 clients" in replies[0].message
+    for conn in held:
+        await conn.close()
+    await normal_edit(daemon)  # the slots are free again
+
+
+async def test_a_client_that_stops_reading_is_dropped_and_the_daemon_goes_on(daemon):
+    conn = await RawConnection.open(daemon.socket)
+    requests = 20_000  # their replies, never read, fill the socket buffers and then the outbox
+    try:
+        await conn.send_bytes(STATUS * requests)
+    except ConnectionError:
+        pass  # dropped while we were still writing
+    deadline = time.monotonic() + TIMEOUT
+    while "dropped client" not in daemon.output():
+        assert time.monotonic() < deadline, daemon.output()
+        await asyncio.sleep(0.05)
+    try:
+        replies = await conn.until_closed()
+    except ConnectionError:
+        replies = []
+    assert len(replies) < requests
+    await normal_edit(daemon)
 
 
 # Random abuse: raw bytes, frames of random msgpack, frames of message-shaped maps.

@@ -34,7 +34,7 @@ REPLIES = [
     protocol.Started(job_id="j1", queue_position=2, prompt_tokens=10, cached_tokens=9),
     protocol.Progress(job_id="j1", text="x =", chars=3, tokens_per_second=1.5, stats=STATS),
     protocol.Done(job_id="j1", text="y = 1\n", finish_reason="stop", stats=STATS),
-    protocol.Error(code="unknown_job", message="no such job", job_id="j1"),
+    protocol.Error(code="busy", message="the queue is full", job_id="j1"),
     protocol.Error(code="unauthorized", message="wrong token"),
     protocol.StatusReply(version="0.1", pid=1, uptime_seconds=2.0, target=MODEL, draft=MODEL, jobs=[
         protocol.JobInfo(job_id="j1", document=None, state="running", tokens=3)], clients=1, cache_entries=1,

@@ -33,7 +33,7 @@ ErrorCode = Literal[
     "context_overflow",  # prompt + output would not fit the model's context
     "unknown_method",
     "duplicate_job",  # a job id already in use on this connection
-    "busy",  # the daemon's queue is full; retry later
+    "busy",  # the queue, or the number of clients, is at its limit; retry later
     "model_error",  # the model failed to load or to run
     "shutting_down",
     "internal",

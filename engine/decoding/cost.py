@@ -13,7 +13,7 @@ from bisect import bisect_left
 
 from engine.runtimes.base import Runtime
 
-MEASURED_LENGTHS = (1, 2, 4, 8, 16, 32, 64)  # longer passes: extrapolated (cost is ~linear there)
+MEASURED_LENGTHS = (1, 2, 4, 8, 16, 32, 64, 128)  # longer passes: extrapolated (cost is ~linear there)
 
 
 class ForwardCost:

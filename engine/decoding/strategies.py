@@ -123,12 +123,15 @@ class Blazedit(Regular):
     Copy-heavy stretches yield long drafts at the draft model's cost; real edits
     yield short drafts of draft-model quality.
 
-    While the target accepts all of a lookup, the next lookup goes to the target
-    directly: the draft model would only confirm it, at the cost of its passes
-    (and, the first time, of its prefill). After a rejection (an edit point) the
-    draft layer is back in play. Every length is chosen by cost (cost.py): the
-    lookups', the micro-drafts' and how many tokens the target verifies; where no
-    draft pays, the target decodes one token."""
+    While the target accepts all of a lookup, the next lookup (up to
+    ``max_draft_tokens``) goes to the target directly: the draft model would only
+    confirm it, at the cost of its passes. After a rejection (an edit point) the
+    draft layer is back in play, if it pays for reading what it has not seen yet
+    (the whole prompt, the first time). Every length is chosen by cost (cost.py):
+    the lookups', the micro-drafts' and how many tokens the target verifies; where
+    no draft pays, the target decodes one token."""
+
+    EDIT_PRIOR_TOKENS = 64  # how long an edit is taken to run before any is seen
 
     def __init__(self, draft: CachedModel, options: DecodingOptions, eos: set[int],
                  target_cost: ForwardCost, draft_cost: ForwardCost):
@@ -142,11 +145,12 @@ class Blazedit(Regular):
         self.max_draft_tokens = options.max_draft_tokens
         self.eos = eos
         self.from_draft = False  # whether the pending proposal came from the draft layer
+        self.edited = 0  # tokens written so far by passes that missed (edits, not copies)
 
     def propose(self, seq: Sequence[int], budget: int) -> list[int]:
         limit = min(self.max_draft_tokens, budget)
         self.from_draft = False
-        copied = self.lookup.propose(seq, min(self.micro_draft_tokens, limit))
+        copied = self.lookup.propose(seq, limit)
         if copied and self.lookup.on_track:
             return copied
         # How many draft-layer tokens the target should verify, counting one draft step per token.
@@ -154,6 +158,8 @@ class Blazedit(Regular):
         if not wanted:
             self.drafted.relax()
             return copied  # no draft pays: the lookup's own choice, perhaps nothing
+        if not self._catch_up_pays(seq, wanted):
+            return copied
         drafts: list[int] = []
         for _ in range(self.max_num_run):
             if len(drafts) >= wanted or (drafts and drafts[-1] in self.eos):
@@ -167,12 +173,25 @@ class Blazedit(Regular):
         self.from_draft = bool(drafts)
         return drafts[:wanted]
 
+    def _catch_up_pays(self, seq: Sequence[int], wanted: int) -> bool:
+        """Whether what drafting ``wanted`` tokens per target pass saves, over the edit
+        ahead (taken to be as long as all edits so far plus EDIT_PRIOR_TOKENS), covers
+        the draft model's pass over the tokens it has not read yet."""
+        lag = len(seq) - common_prefix_length(self.draft.tokens, seq)
+        p = self.drafted.p
+        tokens_per_pass = sum(p ** i for i in range(wanted + 1))
+        pass_seconds = self.target_cost(1 + wanted) + wanted * self.draft_cost(1)
+        saved_per_token = self.target_cost(1) - pass_seconds / tokens_per_pass
+        return self.draft_cost(lag) <= saved_per_token * (self.EDIT_PRIOR_TOKENS + self.edited)
+
     def observe(self, proposed: int, accepted: int) -> None:
         if self.from_draft:
             self.drafted.observe(proposed, accepted)
             self.lookup.on_track = accepted == proposed
         else:
             self.lookup.observe(proposed, accepted)
+        if not self.lookup.on_track:
+            self.edited += accepted + 1
 
 
 def make(method: str, options: DecodingOptions, draft: CachedModel | None, eos: set[int],

@@ -84,7 +84,7 @@ def test_blazedit_copies_in_long_drafts_each_verified_in_one_pass():
     detok, steps = decode("blazedit", f"```\n{body}```\nx\n```\n", body + "```")
     assert detok.text == body + "```"
     stats = steps[-1].stats
-    assert stats.target_forward_passes <= 2 + len(body) // 80  # prefill, then lookups of up to 80 tokens
+    assert stats.target_forward_passes <= 2 + len(body) // 256  # prefill, then lookups of up to 256 tokens
     assert stats.accepted >= len(body) - 4
 
 
@@ -114,6 +114,18 @@ def test_blazedit_engages_the_draft_model_after_a_rejected_lookup():
     detok, steps = decode("blazedit", f"```\n{body}```\nx\n```\n", edited + "```")
     assert detok.text == edited + "```"
     assert steps[-1].stats.draft_forward_passes > 0
+
+
+def test_blazedit_skips_the_draft_model_when_catching_it_up_costs_more_than_it_saves():
+    """The draft has read nothing of the prompt yet: where feeding it costs half a target
+    pass per token, reading ~300 tokens to help write one short edit does not pay."""
+    body = "".join(f"value_{i} = {i}\n" for i in range(20))
+    edited = body.replace("value_10 = 10", "value_10 = 'ten'")
+    costly_catch_up = ForwardCost({1: 0.01, 2: 0.5})
+    detok, steps = decode("blazedit", f"```\n{body}```\nx\n```\n", edited + "```",
+                          costs=(ForwardCost.flat(), costly_catch_up))
+    assert detok.text == edited + "```"
+    assert steps[-1].stats.draft_forward_passes == 0
 
 
 @pytest.mark.parametrize("method", ["pld", "blazedit"])

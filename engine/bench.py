@@ -153,7 +153,7 @@ class Bench:
 
     def _baseline_setup(self, engine: Engine, item: dict):
         prompt = prompts.build(item["before"], item["instruction"], item["path"])
-        ids = engine.prompt_tokens(prompt)
+        ids, _ = engine.encode(prompt)
         file_tokens = len(engine.tokenizer(item["before"], add_special_tokens=False)["input_ids"])
         return prompt, ids, StopRule(engine.eos, prompt.fence, max_new_tokens_for(file_tokens))
 

@@ -19,6 +19,8 @@ SYSTEM = (
     "instruction asks for and keeping everything else exactly as it was."
 )
 
+AFTER_FILE = "\n\nInstruction: "  # what follows the fence that closes the file
+
 LANGUAGES = {
     ".py": "python", ".pyi": "python", ".js": "javascript", ".mjs": "javascript", ".cjs": "javascript",
     ".jsx": "jsx", ".ts": "typescript", ".tsx": "tsx", ".rs": "rust", ".go": "go", ".c": "c", ".h": "c",
@@ -57,6 +59,12 @@ class EditPrompt:
             body = start[1:end] if end > 0 else ""
         return self.restore_layout(body, complete=end >= 0)
 
+    def file_end(self, rendered: str) -> int:
+        """Where the fence closing the file ends in the rendered prompt: a reply that
+        copies the file ends there. (The fence is longer than any backtick run in the
+        file, so its first match is the closing one.)"""
+        return rendered.index("\n" + self.fence + AFTER_FILE) + 1 + len(self.fence)
+
     def restore_layout(self, body: str, complete: bool = True) -> str:
         """Give the model's text the input's line endings and final newline."""
         if complete:
@@ -77,8 +85,7 @@ def build(text: str, instruction: str, path: str = "", language: str | None = No
     lang = language_for(path, language)
     name = f" `{PurePath(path).name}`" if path else ""
     user = (
-        f"File{name}:\n{fence}{lang}\n{body}\n{fence}\n\n"
-        f"Instruction: {instruction.strip()}\n\n"
+        f"File{name}:\n{fence}{lang}\n{body}\n{fence}{AFTER_FILE}{instruction.strip()}\n\n"
         f"Reply with the whole edited file in one {fence}{lang} code block."
     )
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]

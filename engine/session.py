@@ -143,7 +143,7 @@ class Engine:
             why = "needs a draft model (--draft)" if method in METHODS else f"use one of {', '.join(METHODS)}"
             raise EngineError("unknown_method", f"method {method!r} is not available: {why}")
         prompt = prompts.build(text, instruction, path, language)
-        ids = self.prompt_tokens(prompt)
+        ids, copy_end = self.encode(prompt)
         file_tokens = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         context = self.loaded_target.context_tokens
         needed = options.max_new_tokens or file_tokens + 256  # the least room for the reply we accept
@@ -156,7 +156,8 @@ class Engine:
         max_new = options.max_new_tokens or min(max_new_tokens_for(file_tokens), context - len(ids))
         models_in_use = [self.target_model] + ([self.draft_model] if self.draft_model else [])
         self.prefix_cache.reuse(models_in_use, ids)
-        strategy = strategies.make(method, options, self.draft_model, self.eos, self.target_cost, self.draft_cost)
+        strategy = strategies.make(method, options, self.draft_model, self.eos, self.target_cost, self.draft_cost,
+                                    copy_end)
         detok = Detokenizer(self.tokenizer)
         stop = StopRule(self.eos, prompt.fence, max_new)
         streamed = 0
@@ -177,9 +178,15 @@ class Engine:
         finally:
             self.prefix_cache.remember(models_in_use, ids)
 
-    def prompt_tokens(self, prompt: prompts.EditPrompt) -> list[int]:
+    def encode(self, prompt: prompts.EditPrompt) -> tuple[list[int], int]:
+        """The prompt's tokens, and how many of them run through the fence that closes
+        the file (prompt lookup copies no further: the reply ends there)."""
         chat = self.tokenizer.apply_chat_template(prompt.messages, tokenize=False, add_generation_prompt=True)
-        return self.tokenizer(chat + prompt.reply_prefix, add_special_tokens=False)["input_ids"]
+        chat += prompt.reply_prefix
+        encoded = self.tokenizer(chat, add_special_tokens=False, return_offsets_mapping=True)
+        file_end = prompt.file_end(chat)
+        copy_end = sum(1 for start, _ in encoded["offset_mapping"] if start < file_end)
+        return encoded["input_ids"], copy_end
 
 
 def open_runtime(loaded: models.LoadedModel) -> Runtime:

@@ -76,7 +76,7 @@ class Acceptance:
     """Per-token acceptance probability of one proposal source, weighted to recent passes.
 
     ``p`` is the share of proposed tokens accepted before the first miss, over a
-    decaying window of verifications, starting from ``prior``."""
+    decaying window of verifications (``decay`` 1: all of them), starting from ``prior``."""
 
     def __init__(self, prior: float, weight: float = 4.0, decay: float = 0.7):
         self.prior, self.weight, self.decay = prior, weight, decay

@@ -13,8 +13,9 @@ from typing import Sequence
 class NgramIndex:
     """Positions of every n-gram (1 <= n <= max_ngram) in a growing token list."""
 
-    def __init__(self, max_ngram: int):
+    def __init__(self, max_ngram: int, copy_end: int | None = None):
         self.max_ngram = max_ngram
+        self.copy_end = copy_end  # copies out of the source stop here (where the reply ends: the file's closing fence)
         self.tokens: list[int] = []
         self._ends: list[dict[tuple[int, ...], list[int]]] = [{} for _ in range(max_ngram + 1)]
         self.source_end = 0  # the first text indexed (the prompt, with the file) ends here
@@ -46,6 +47,8 @@ class NgramIndex:
                 i = bisect_left(ends, self.pointer, hi=in_source)
                 end = ends[i] if i < in_source else ends[0]
                 self.pointer = end
+                if self.copy_end and end < self.copy_end:
+                    limit = min(limit, self.copy_end - end)
             else:
                 end = ends[-1] if ends[-1] < len(self.tokens) else ends[-2] if len(ends) > 1 else None
                 if end is None:

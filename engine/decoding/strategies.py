@@ -36,10 +36,13 @@ class Lookup:
     A lookup that does not pay is still checked against the tokens the target then
     writes (for free): that is how decoding notices that copying has resumed."""
 
-    def __init__(self, options: DecodingOptions, cost: ForwardCost):
-        self.index = NgramIndex(options.max_ngram)
+    def __init__(self, options: DecodingOptions, cost: ForwardCost, copy_end: int | None = None):
+        self.index = NgramIndex(options.max_ngram, copy_end)
         self.cost = cost
-        self.copying, self.editing = Acceptance(prior=0.9), Acceptance(prior=0.5)
+        # Edits come at a roughly steady rate per copied token, one per hundreds: only
+        # the whole job's count estimates it (a window of a few passes sees no miss and
+        # would keep proposing the longest copies, wasting their tail at each edit).
+        self.copying, self.editing = Acceptance(prior=0.9, decay=1.0), Acceptance(prior=0.5)
         self.on_track = True  # a job starts by copying the top of the file
         self._unused: tuple[int, list[int]] | None = None  # (position, lookup) not proposed
 
@@ -71,8 +74,8 @@ class PromptLookup(Regular):
     """Prompt lookup decoding: copy what followed the suffix's n-gram earlier, as many
     tokens as pay under the target's costs (at most ``num_tokens``)."""
 
-    def __init__(self, options: DecodingOptions, cost: ForwardCost):
-        self.lookup = Lookup(options, cost)
+    def __init__(self, options: DecodingOptions, cost: ForwardCost, copy_end: int | None = None):
+        self.lookup = Lookup(options, cost, copy_end)
         self.num_tokens = options.num_tokens
 
     def propose(self, seq: Sequence[int], budget: int) -> list[int]:
@@ -134,9 +137,9 @@ class Blazedit(Regular):
     EDIT_PRIOR_TOKENS = 64  # how long an edit is taken to run before any is seen
 
     def __init__(self, draft: CachedModel, options: DecodingOptions, eos: set[int],
-                 target_cost: ForwardCost, draft_cost: ForwardCost):
+                 target_cost: ForwardCost, draft_cost: ForwardCost, copy_end: int | None = None):
         self.draft = draft
-        self.lookup = Lookup(options, target_cost)
+        self.lookup = Lookup(options, target_cost, copy_end)
         self.micro = Acceptance(prior=0.5)  # the draft model accepting lookups
         self.drafted = Acceptance(prior=0.7)  # the target accepting the draft layer's tokens
         self.target_cost, self.draft_cost = target_cost, draft_cost
@@ -195,15 +198,18 @@ class Blazedit(Regular):
 
 
 def make(method: str, options: DecodingOptions, draft: CachedModel | None, eos: set[int],
-         target_cost: ForwardCost, draft_cost: ForwardCost | None = None) -> Regular:
+         target_cost: ForwardCost, draft_cost: ForwardCost | None = None,
+         copy_end: int | None = None) -> Regular:
+    """``copy_end``: the prompt position where the file's closing fence ends; lookups
+    copy no further, since the reply ends there."""
     if method == "regular":
         return Regular()
     if method == "pld":
-        return PromptLookup(options, target_cost)
+        return PromptLookup(options, target_cost, copy_end)
     if draft is None:
         raise ValueError(f"method {method!r} needs a draft model")
     if method == "assisted":
         return Assisted(draft, options, eos, target_cost, draft_cost)
     if method == "blazedit":
-        return Blazedit(draft, options, eos, target_cost, draft_cost)
+        return Blazedit(draft, options, eos, target_cost, draft_cost, copy_end)
     raise ValueError(f"unknown method {method!r}")

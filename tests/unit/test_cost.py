@@ -42,6 +42,19 @@ def test_acceptance_follows_recent_verifications():
     assert estimate.p > 0.95
 
 
+def test_a_whole_job_estimate_keeps_the_edits_it_has_seen():
+    """Copying: an edit every 200 tokens, then three unbroken passes. Counting the whole
+    job keeps p near 0.997, so the next copy stays short enough not to waste a long tail
+    at the next edit; a window of recent passes forgets the edits."""
+    whole, recent = Acceptance(prior=0.9, decay=1.0), Acceptance(prior=0.9)
+    for estimate in (whole, recent):
+        for proposed, accepted in [(256, 199)] * 4 + [(200, 200)] * 3:
+            estimate.observe(proposed, accepted)
+    assert whole.p == pytest.approx((3.6 + 4 * 199 + 600) / (4 + 4 * 200 + 600))
+    torch_cpu = ForwardCost({1: 0.2, 4: 0.194, 16: 0.258, 64: 0.526, 256: 1.765})  # 1.5B bf16, 2 cores
+    assert torch_cpu.best_length(whole.p, 256) < 128 < torch_cpu.best_length(recent.p, 256)
+
+
 def test_an_estimate_given_up_on_drifts_back_to_its_prior():
     estimate = Acceptance(prior=0.7)
     for _ in range(3):

@@ -30,6 +30,14 @@ def test_the_source_is_preferred_to_the_generated_text():
     assert index.pointer == 3
 
 
+def test_copies_out_of_the_source_stop_at_copy_end():
+    index = NgramIndex(max_ngram=1, copy_end=4)
+    index.extend([5, 1, 2, 3, 9, 9, 9])  # the file ends after 3; then the instruction
+    assert index.propose([5], 10) == [1, 2, 3]
+    index.extend([5, 1, 2, 3, 9, 9, 9, 7, 5])  # generated text: not cut
+    assert index.propose([7], 10) == [5]
+
+
 def test_nothing_to_propose():
     index = NgramIndex(max_ngram=2)
     index.extend([1, 2])

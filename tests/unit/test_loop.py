@@ -45,12 +45,12 @@ CPU = ForwardCost({1: 0.046, 2: 0.077, 4: 0.118, 8: 0.254, 16: 0.403, 32: 0.694,
 
 
 def decode(method: str, prompt_text: str, reply_text: str, draft_reply: str | None = None, max_new=1000,
-           costs=(ForwardCost.flat(), ForwardCost.flat(0.01))):
+           costs=(ForwardCost.flat(), ForwardCost.flat(0.01)), copy_end: int | None = None):
     """Passes cost by default the same whatever their length, and a draft step a hundredth of a target pass."""
     prompt, reply = ids(prompt_text), ids(reply_text)
     target = CachedModel(ScriptedRuntime(prompt, reply))
     draft = CachedModel(ScriptedRuntime(prompt, ids(draft_reply if draft_reply is not None else reply_text)))
-    strategy = strategies.make(method, DecodingOptions(), draft, {EOS}, *costs)
+    strategy = strategies.make(method, DecodingOptions(), draft, {EOS}, *costs, copy_end)
     detok = Detokenizer(TOK)
     steps = list(generate(target, strategy, prompt, detok, StopRule({EOS}, "```", max_new)))
     return detok, steps
@@ -86,6 +86,19 @@ def test_blazedit_copies_in_long_drafts_each_verified_in_one_pass():
     stats = steps[-1].stats
     assert stats.target_forward_passes <= 2 + len(body) // 256  # prefill, then lookups of up to 256 tokens
     assert stats.accepted >= len(body) - 4
+
+
+@pytest.mark.parametrize("method", ["pld", "blazedit"])
+def test_copying_verifies_nothing_past_the_files_closing_fence(method):
+    body = "".join(f"line_{i} = {i}\n" for i in range(30))
+    prompt = f"```\n{body}```\nNow the instruction, which the reply does not copy.\n```\n"
+    wasted = {}
+    for copy_end in (None, len(ids(f"```\n{body}```"))):
+        detok, steps = decode(method, prompt, body + "```", copy_end=copy_end)
+        assert detok.text == body + "```"
+        wasted[copy_end] = steps[-1].stats.drafted - steps[-1].stats.accepted
+    assert wasted.pop(None) > 4  # the last lookup ran on into the instruction
+    assert list(wasted.values()) == [0]
 
 
 def test_blazedit_draft_disagreeing_with_the_target_still_gives_the_target_output():

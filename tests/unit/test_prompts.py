@@ -1,3 +1,4 @@
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -9,6 +10,15 @@ def test_file_comes_before_instruction_and_reply_is_preopened():
     user = p.messages[-1]["content"]
     assert user.index("x = 1") < user.index("rename x")
     assert p.reply_prefix == "```python\n"
+
+
+@pytest.mark.parametrize("text", ["x = 1\n", "", "```\n"])
+def test_file_end_is_just_past_the_closing_fence(text):
+    p = prompts.build(text, "rename x")
+    rendered = "<system>" + p.messages[-1]["content"] + "<assistant>" + p.reply_prefix
+    before = rendered[:p.file_end(rendered)]
+    assert before.endswith(text.rstrip("\n") + "\n" + p.fence)
+    assert before.count(p.fence) == 2  # the opening fence and the closing one
 
 
 def test_language_from_path_or_client():

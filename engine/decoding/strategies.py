@@ -34,7 +34,11 @@ class Lookup:
     one for lookups after a wholly accepted proposal (copying), one after a miss.
 
     A lookup that does not pay is still checked against the tokens the target then
-    writes (for free): that is how decoding notices that copying has resumed."""
+    writes (for free): that is how decoding notices that copying has resumed. Edits
+    cluster (a rename runs on over several lines), so the lookups within
+    RESUMING_TOKENS after a miss have an estimate of their own."""
+
+    RESUMING_TOKENS = 64
 
     def __init__(self, options: DecodingOptions, cost: ForwardCost, copy_end: int | None = None):
         self.index = NgramIndex(options.max_ngram, copy_end)
@@ -42,13 +46,22 @@ class Lookup:
         # Edits come at a roughly steady rate per copied token, one per hundreds: only
         # the whole job's count estimates it (a window of a few passes sees no miss and
         # would keep proposing the longest copies, wasting their tail at each edit).
-        self.copying, self.editing = Acceptance(prior=0.9, decay=1.0), Acceptance(prior=0.5)
-        self.on_track = True  # a job starts by copying the top of the file
+        self.copying, self.editing = Acceptance(prior=0.98, decay=1.0), Acceptance(prior=0.5)
+        self.resuming = Acceptance(prior=0.9)
+        self.on_track = True  # the last verification was accepted whole (a job starts by copying)
+        self.since_miss = self.RESUMING_TOKENS  # tokens accepted since the last miss
         self._unused: tuple[int, list[int]] | None = None  # (position, lookup) not proposed
 
     @property
     def estimate(self) -> Acceptance:
-        return self.copying if self.on_track else self.editing
+        if not self.on_track:
+            return self.editing
+        return self.resuming if self.since_miss < self.RESUMING_TOKENS else self.copying
+
+    def verified(self, proposed: int, accepted: int) -> None:
+        """After the target checked a proposal, the lookup's or the draft layer's."""
+        self.on_track = accepted == proposed
+        self.since_miss = self.since_miss + accepted if self.on_track else 0
 
     def propose(self, seq: Sequence[int], limit: int) -> list[int]:
         self.index.extend(seq)
@@ -67,7 +80,7 @@ class Lookup:
     def observe(self, proposed: int, accepted: int) -> None:
         if proposed:  # the prefill step proposes nothing and says nothing about the lookup
             self.estimate.observe(proposed, accepted)
-            self.on_track = accepted == proposed
+            self.verified(proposed, accepted)
 
 
 class PromptLookup(Regular):
@@ -190,7 +203,7 @@ class Blazedit(Regular):
     def observe(self, proposed: int, accepted: int) -> None:
         if self.from_draft:
             self.drafted.observe(proposed, accepted)
-            self.lookup.on_track = accepted == proposed
+            self.lookup.verified(proposed, accepted)
         else:
             self.lookup.observe(proposed, accepted)
         if not self.lookup.on_track:

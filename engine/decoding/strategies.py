@@ -147,8 +147,6 @@ class Blazedit(Regular):
     the lookups', the micro-drafts' and how many tokens the target verifies; where
     no draft pays, the target decodes one token."""
 
-    EDIT_PRIOR_TOKENS = 64  # how long an edit is taken to run before any is seen
-
     def __init__(self, draft: CachedModel, options: DecodingOptions, eos: set[int],
                  target_cost: ForwardCost, draft_cost: ForwardCost, copy_end: int | None = None):
         self.draft = draft
@@ -161,7 +159,7 @@ class Blazedit(Regular):
         self.max_draft_tokens = options.max_draft_tokens
         self.eos = eos
         self.from_draft = False  # whether the pending proposal came from the draft layer
-        self.edited = 0  # tokens written so far by passes that missed (edits, not copies)
+        self.edited = 0  # tokens written so far in edits, not copies
 
     def propose(self, seq: Sequence[int], budget: int) -> list[int]:
         limit = min(self.max_draft_tokens, budget)
@@ -190,24 +188,28 @@ class Blazedit(Regular):
         return drafts[:wanted]
 
     def _catch_up_pays(self, seq: Sequence[int], wanted: int) -> bool:
-        """Whether what drafting ``wanted`` tokens per target pass saves, over the edit
-        ahead (taken to be as long as all edits so far plus EDIT_PRIOR_TOKENS), covers
-        the draft model's pass over the tokens it has not read yet."""
+        """Whether the draft model's pass over the tokens it has not read yet costs no
+        more than drafting ``wanted`` tokens per target pass would have saved over the
+        tokens edited so far. As in ski rental, the catch-up is bought once doing without
+        it has cost as much: a job that copies, or edits a few tokens, never pays for it
+        (on a CPU the draft's first read of the prompt takes seconds)."""
         lag = len(seq) - common_prefix_length(self.draft.tokens, seq)
         p = self.drafted.p
         tokens_per_pass = sum(p ** i for i in range(wanted + 1))
         pass_seconds = self.target_cost(1 + wanted) + wanted * self.draft_cost(1)
         saved_per_token = self.target_cost(1) - pass_seconds / tokens_per_pass
-        return self.draft_cost(lag) <= saved_per_token * (self.EDIT_PRIOR_TOKENS + self.edited)
+        return self.draft_cost(lag) <= saved_per_token * self.edited
 
     def observe(self, proposed: int, accepted: int) -> None:
+        off_track = not self.lookup.on_track
         if self.from_draft:
             self.drafted.observe(proposed, accepted)
             self.lookup.verified(proposed, accepted)
         else:
             self.lookup.observe(proposed, accepted)
-        if not self.lookup.on_track:
-            self.edited += accepted + 1
+        # A pass that started off track wrote edit tokens; one that missed, a copy and then
+        # the edit's first token.
+        self.edited += accepted + 1 if off_track else int(accepted < proposed)
 
 
 def make(method: str, options: DecodingOptions, draft: CachedModel | None, eos: set[int],

@@ -42,6 +42,8 @@ def ids(text: str) -> list[int]:
 
 # llama.cpp's T(k) for the 1.5B on 2 cores (seconds): only likely proposals pay
 CPU = ForwardCost({1: 0.046, 2: 0.077, 4: 0.118, 8: 0.254, 16: 0.403, 32: 0.694, 64: 1.176})
+# PyTorch bf16, same model and cores: a pass costs ~0.2 s up to ~16 tokens, then ~7 ms a token
+TORCH_CPU = ForwardCost({1: 0.2, 4: 0.194, 16: 0.258, 64: 0.526, 256: 1.765})
 
 
 def decode(method: str, prompt_text: str, reply_text: str, draft_reply: str | None = None, max_new=1000,
@@ -99,6 +101,18 @@ def test_copying_verifies_nothing_past_the_files_closing_fence(method):
         wasted[copy_end] = steps[-1].stats.drafted - steps[-1].stats.accepted
     assert wasted.pop(None) > 4  # the last lookup ran on into the instruction
     assert list(wasted.values()) == [0]
+
+
+def test_lookups_within_a_stretch_after_a_miss_have_their_own_estimate():
+    """Edits cluster, so how lookups fare soon after a miss is learnt apart from steady copying."""
+    lookup = strategies.Lookup(DecodingOptions(), TORCH_CPU)
+    assert lookup.estimate is lookup.copying  # a job starts by copying
+    lookup.verified(proposed=40, accepted=10)  # a miss: an edit
+    assert lookup.estimate is lookup.editing
+    lookup.verified(proposed=5, accepted=5)
+    assert lookup.estimate is lookup.resuming
+    lookup.verified(proposed=60, accepted=60)  # 65 tokens copied since the miss
+    assert lookup.estimate is lookup.copying
 
 
 def test_blazedit_draft_disagreeing_with_the_target_still_gives_the_target_output():

@@ -273,7 +273,8 @@ def summarize(records: list[Record], methods: list[str]) -> dict:
             "mean": statistics.fmean(speeds),
             "p50": statistics.median(speeds),
             "p90": _percentile(speeds, 0.10),  # the slow tail: 10th percentile of chars/s
-            "identity_rate": (sum(r.identical for r in compared) / len(compared)) if compared else 1.0,
+            # None: nothing to compare with (regular itself, or no regular in the run)
+            "identity_rate": (sum(r.identical for r in compared) / len(compared)) if compared else None,
             "oracle_ratio": statistics.fmean(r.seconds / r.oracle_seconds for r in rows),
             "items": len(rows),
         }
@@ -362,7 +363,8 @@ def _markdown(data: dict) -> str:
         best = summary[best_hf_pld] if best_hf_pld else None
         vs_pld = f"{s['mean'] / best['mean']:.2f} / {s['p90'] / best['p90']:.2f}" if best else "–"
         lines.append(f"| {method} | {s['mean']:.1f} | {s['p50']:.1f} | {s['p90']:.1f} | {vs_reg} | {vs_pld} | "
-                     f"{s['identity_rate']:.0%} | {s['oracle_ratio']:.2f} |")
+                     f"{'–' if s['identity_rate'] is None else format(s['identity_rate'], '.0%')} | "
+                     f"{s['oracle_ratio']:.2f} |")
     lines += ["", f"Best transformers PLD configuration: `{best_hf_pld}`." if best_hf_pld else "", "",
               "## Items", "", "| item | method | s | chars/s | tokens | target passes | drafted / accepted | "
               "copy ratio | finish | identical (first divergence) |", "|---|---|---|---|---|---|---|---|---|---|"]

@@ -30,13 +30,14 @@ class Regular:
 
 class Lookup:
     """Prompt lookup with its length chosen by cost. Acceptance is bimodal (a copied
-    stretch is taken whole; at an edit point nothing is), so there are two estimates:
-    one for lookups after a wholly accepted proposal (copying), one after a miss.
+    stretch is taken whole; at an edit point nothing is), so there are three estimates:
+    one for lookups right after a miss (editing), one for lookups once the last
+    proposal was accepted whole but fewer than RESUMING_TOKENS have been since the
+    miss (resuming: edits cluster, a rename runs on over several lines), one for
+    steady copying.
 
     A lookup that does not pay is still checked against the tokens the target then
-    writes (for free): that is how decoding notices that copying has resumed. Edits
-    cluster (a rename runs on over several lines), so the lookups within
-    RESUMING_TOKENS after a miss have an estimate of their own."""
+    writes (for free): that is how decoding notices that copying has resumed."""
 
     RESUMING_TOKENS = 64
 

@@ -20,6 +20,7 @@ class NgramIndex:
         self._ends: list[dict[tuple[int, ...], list[int]]] = [{} for _ in range(max_ngram + 1)]
         self.source_end = 0  # the first text indexed (the prompt, with the file) ends here
         self.pointer = 0  # where the last match used in the source ended: the next lookup prefers to continue there
+        self._pointer_at = 0  # the length of the text when that match was used
 
     def extend(self, seq: Sequence[int]) -> None:
         """Index the tokens of ``seq`` beyond those already indexed (seq only grows)."""
@@ -33,9 +34,12 @@ class NgramIndex:
 
     def propose(self, suffix_source: Sequence[int], limit: int) -> list[int]:
         """Up to ``limit`` tokens that followed the longest indexed match of the suffix
-        of ``suffix_source``. In the source, the match at or after the last one used
-        wins (the copy goes on through the file in order), else the first; a match in
-        the generated text (a repeat of something new) only when the source has none."""
+        of ``suffix_source``. In the source, the match right where the last copy would
+        have got to by now wins (the copy runs on: a file repeats lines, such as a
+        docstring's, and the first match after the last one is often a repeat), then
+        the first at or after the last one used (the copy resumes after an edit), then
+        the first; a match in the generated text (a repeat of something new) only when
+        the source has none."""
         if limit <= 0:
             return []
         for n in range(min(self.max_ngram, len(suffix_source)), 0, -1):
@@ -44,9 +48,12 @@ class NgramIndex:
                 continue
             in_source = bisect_left(ends, self.source_end)  # ends[:in_source] lie in the source
             if in_source:
-                i = bisect_left(ends, self.pointer, hi=in_source)
+                running_on = self.pointer + len(suffix_source) - self._pointer_at
+                i = bisect_left(ends, running_on, hi=in_source)
+                if i == in_source or ends[i] != running_on:
+                    i = bisect_left(ends, self.pointer, hi=in_source)
                 end = ends[i] if i < in_source else ends[0]
-                self.pointer = end
+                self.pointer, self._pointer_at = end, len(suffix_source)
                 if self.copy_end and end < self.copy_end:
                     limit = min(limit, self.copy_end - end)
             else:

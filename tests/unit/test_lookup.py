@@ -20,6 +20,19 @@ def test_prefers_to_continue_forward_from_the_last_match():
     assert index.propose([5], 1) == [3]
 
 
+def test_a_copy_runs_on_past_a_repeat_of_what_it_copies():
+    R = [8, 9]  # a line the file repeats
+    index = NgramIndex(max_ngram=2)
+    index.extend([1, 2, *R, 3, *R, 4, *R, 6])
+    written = [1]
+    assert index.propose(written, 6) == [2, *R, 3, *R]  # copying from the start of the file
+    written += [2, *R, 3, *R]  # accepted whole
+    # R occurs first right after the 2, but the copy has run on to the R before the 4
+    assert index.propose(written, 1) == [4]
+    written += [5, *R]  # an edit the same length as what it replaced (5 for 4): still in step
+    assert index.propose(written, 1) == [6]
+
+
 def test_the_source_is_preferred_to_the_generated_text():
     index = NgramIndex(max_ngram=1)
     index.extend([5, 1, 6, 2])  # the source (prompt)

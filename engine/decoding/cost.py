@@ -21,23 +21,28 @@ class ForwardCost:
 
     def __init__(self, seconds: dict[int, float]):
         self.lengths = sorted(seconds)
-        running = 0.0  # a longer pass never costs less: smooth out timing noise
-        self.seconds_at = [running := max(running, seconds[k]) for k in self.lengths]
+        # A shorter pass never costs more than a longer one: timing noise only ever adds
+        # time, so a slow outlier gives way to the cheaper longer pass above it.
+        running = float("inf")
+        self.seconds_at = [running := min(running, seconds[k]) for k in reversed(self.lengths)][::-1]
 
     @classmethod
-    def measure(cls, runtime: Runtime, context: int = 64) -> "ForwardCost":
-        """Time each length once after a warm-up, behind ``context`` cached tokens (~3 s for the
-        default pair on a 2-core CPU)."""
+    def measure(cls, runtime: Runtime, context: int = 64, repeats: int = 3) -> "ForwardCost":
+        """Time each length after a warm-up, behind ``context`` cached tokens: the best of
+        ``repeats`` for the short passes, whose costs decide between decoding and drafting
+        and are easily upset by a stray millisecond, once for the long ones (~5 s for
+        the default pair on a 2-core CPU)."""
         ids = [(i * 7919) % 200 + 32 for i in range(context + max(MEASURED_LENGTHS))]  # ordinary tokens, any vocab
         runtime.truncate(0)
         runtime.forward(ids[:context], keep=1)
         runtime.forward(ids[context:context + 1], keep=1)  # warm-up
         seconds = {}
         for k in MEASURED_LENGTHS:
-            runtime.truncate(context)
-            start = time.perf_counter()
-            runtime.forward(ids[context:context + k], keep=k)
-            seconds[k] = time.perf_counter() - start
+            for _ in range(repeats if k <= 16 else 1):
+                runtime.truncate(context)
+                start = time.perf_counter()
+                runtime.forward(ids[context:context + k], keep=k)
+                seconds[k] = min(seconds.get(k, float("inf")), time.perf_counter() - start)
         runtime.truncate(0)
         return cls(seconds)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from bisect import bisect_left
 from typing import Sequence
 
+from engine.decoding.cached_model import common_prefix_length
+
 
 class NgramIndex:
     """Positions of every n-gram (1 <= n <= max_ngram) in a growing token list."""
@@ -19,7 +21,7 @@ class NgramIndex:
         self.tokens: list[int] = []
         self._ends: list[dict[tuple[int, ...], list[int]]] = [{} for _ in range(max_ngram + 1)]
         self.source_end = 0  # the first text indexed (the prompt, with the file) ends here
-        self.pointer = 0  # where the last match used in the source ended: the next lookup prefers to continue there
+        self.pointer = 0  # where the last match used in the source ended (0: none yet)
         self._pointer_at = 0  # the length of the text when that match was used
 
     def extend(self, seq: Sequence[int]) -> None:
@@ -34,24 +36,21 @@ class NgramIndex:
 
     def propose(self, suffix_source: Sequence[int], limit: int) -> list[int]:
         """Up to ``limit`` tokens that followed the longest indexed match of the suffix
-        of ``suffix_source``. In the source, the match right where the last copy would
-        have got to by now wins (the copy runs on: a file repeats lines, such as a
-        docstring's, and the first match after the last one is often a repeat), then
-        the first at or after the last one used (the copy resumes after an edit), then
-        the first; a match in the generated text (a repeat of something new) only when
-        the source has none."""
+        of ``suffix_source``. In the source, the first match at or after where the last
+        copy stopped wins (the copy runs on, or resumes after an edit: files repeat
+        lines, such as a docstring's, so an earlier match is often a repeat), else the
+        first; a match in the generated text (a repeat of something new) only when the
+        source has none."""
         if limit <= 0:
             return []
+        stop = self._copy_stop(suffix_source) if self.pointer else 0
         for n in range(min(self.max_ngram, len(suffix_source)), 0, -1):
             ends = self._ends[n].get(tuple(suffix_source[-n:]))
             if not ends:
                 continue
             in_source = bisect_left(ends, self.source_end)  # ends[:in_source] lie in the source
             if in_source:
-                running_on = self.pointer + len(suffix_source) - self._pointer_at
-                i = bisect_left(ends, running_on, hi=in_source)
-                if i == in_source or ends[i] != running_on:
-                    i = bisect_left(ends, self.pointer, hi=in_source)
+                i = bisect_left(ends, stop, hi=in_source)
                 end = ends[i] if i < in_source else ends[0]
                 self.pointer, self._pointer_at = end, len(suffix_source)
                 if self.copy_end and end < self.copy_end:
@@ -62,3 +61,11 @@ class NgramIndex:
                     continue
             return self.tokens[end:end + limit]
         return []
+
+    def _copy_stop(self, suffix_source: Sequence[int]) -> int:
+        """Where the next match in the source should end, at the earliest: where the
+        last copy has got to, if the text written since followed the source all the
+        way; past where it stopped, if not (the text then ends in new tokens)."""
+        since = suffix_source[self._pointer_at:]
+        followed = common_prefix_length(self.tokens[self.pointer:self.pointer + len(since)], since)
+        return self.pointer + followed + (followed < len(since))

@@ -8,10 +8,10 @@ CPU = ForwardCost({1: 0.046, 2: 0.077, 4: 0.118, 8: 0.254, 16: 0.403, 32: 0.694,
 
 
 def test_costs_interpolate_extrapolate_and_never_fall():
-    cost = ForwardCost({1: 1.0, 4: 4.0, 8: 2.0})  # a noisy measurement: 8 timed faster than 4
-    assert cost(4) == cost(8) == 4.0
-    assert cost(2) == pytest.approx(2.0)
-    assert cost(16) == 4.0  # flat past the last two points
+    cost = ForwardCost({1: 1.0, 4: 4.0, 8: 2.0})  # a noisy measurement: 4 timed slower than 8
+    assert cost(4) == cost(8) == 2.0  # noise only adds time: the outlier gives way
+    assert cost(2) == pytest.approx(1 + 1 / 3)
+    assert cost(16) == 2.0  # flat past the last two points
     assert CPU(128) == pytest.approx(1.176 + (1.176 - 0.694) * 2)
 
 
@@ -63,3 +63,21 @@ def test_an_estimate_given_up_on_drifts_back_to_its_prior():
     for _ in range(10):
         estimate.relax()
     assert estimate.p == pytest.approx(0.7, abs=0.05)
+
+
+def test_measured_short_passes_keep_their_best_time(monkeypatch):
+    clock = [0.0]
+    calls = {}
+
+    class Runtime:  # one pass over k tokens takes 0.1 + 0.01 k "seconds"; the first 1-token timing is upset
+        def truncate(self, length):
+            pass
+
+        def forward(self, tokens, keep):
+            calls[len(tokens)] = calls.get(len(tokens), 0) + 1
+            clock[0] += 0.1 + 0.01 * len(tokens) + (5.0 if len(tokens) == 1 and calls[1] == 2 else 0.0)
+
+    monkeypatch.setattr("engine.decoding.cost.time.perf_counter", lambda: clock[0])
+    cost = ForwardCost.measure(Runtime(), context=8)
+    assert cost(1) == pytest.approx(0.11)  # the upset timing (the first after the warm-up) is dropped
+    assert cost(128) == pytest.approx(1.38)

@@ -33,6 +33,16 @@ def test_a_copy_runs_on_past_a_repeat_of_what_it_copies():
     assert index.propose(written, 1) == [6]
 
 
+def test_a_copy_resumes_after_an_insertion_where_it_stopped():
+    R = [8, 9]
+    index = NgramIndex(max_ngram=2)
+    index.extend([1, 2, *R, 3, *R, 4])
+    written = [1]
+    assert index.propose(written, 4) == [2, *R, 3]
+    written += [2, *R, 3, 7, *R]  # the copy, then an inserted 7, then the file's R again
+    assert index.propose(written, 1) == [4]  # not the R the copy went through before the 7
+
+
 def test_the_source_is_preferred_to_the_generated_text():
     index = NgramIndex(max_ngram=1)
     index.extend([5, 1, 6, 2])  # the source (prompt)

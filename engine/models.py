@@ -164,6 +164,10 @@ def load(spec: str, *, runtime: str | None = None, device: str | None = None, dt
         known = ", ".join([*PACKAGED, TINY, "a model directory", "a .gguf file"])
         raise ModelError(f"unknown model spec {spec!r}: use one of {known}")
     model = model.to(device=dev, dtype=dt).eval()
+    if dev.type == "cpu":  # SDPA's CPU kernel is slow for short passes (cpu_attention.py)
+        from engine.runtimes import cpu_attention
+
+        model.set_attn_implementation(cpu_attention.NAME)
     context = int(getattr(model.config, "max_position_embeddings", 4096))
     configured = getattr(model.generation_config, "eos_token_id", None)
     eos = {tok.eos_token_id, *(configured if isinstance(configured, list) else [configured])} - {None}

@@ -1,0 +1,105 @@
+"""Replay prompt lookup offline against recorded outputs, to compare lookup policies in seconds.
+
+``record`` runs the engine once per item and saves the prompt's tokens, where copies
+stop, and the target's output tokens. ``replay`` then runs the lookup (as Blazedit
+uses it while the draft model is idle: lengths chosen by cost, up to
+``max_draft_tokens``) against each recorded output with a fake target that accepts
+what matches, charging each pass T(1 + proposed) from a benchmark's measured costs, and
+beside it a lookup that knows where each copy ends (the bound on length choice).
+Output tokens are the target's greedy choices, so a replay is exact for any lookup
+policy; only the times are modelled.
+
+    python bench/replay.py record DATASET --spread 24 --out outputs.jsonl [--runtime R]
+    python bench/replay.py replay outputs.jsonl --costs bench/results/requests-spread8-torch/results.json
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+from engine.decoding.cached_model import common_prefix_length
+from engine.decoding.cost import ForwardCost
+from engine.decoding.lookup import NgramIndex
+from engine.decoding.strategies import PromptLookup
+from engine.protocol import DecodingOptions
+
+
+def record(args):
+    from engine import prompts
+    from engine.bench import load_items
+    from engine.session import Engine
+
+    engine = Engine.load(runtime=args.runtime, threads=args.threads)
+    with open(args.out, "w") as out:
+        for item in load_items(Path(args.dataset), None, args.limit, args.spread):
+            ids, copy_end = engine.encode(prompts.build(item["before"], item["instruction"], item["path"]))
+            *_, result = engine.edit(item["before"], item["instruction"], path=item["path"], method="blazedit")
+            out.write(json.dumps({"id": item["id"], "prompt": ids, "copy_end": copy_end,
+                                  "output": result.tokens}) + "\n")
+            print(item["id"], len(result.tokens), "tokens", flush=True)
+
+
+def lookup_policy(rec, cost, options):
+    """Seconds, passes and wasted tokens of the engine's lookup on one recorded output."""
+    out, seq = rec["output"], list(rec["prompt"])
+    strategy = PromptLookup(options, cost, rec["copy_end"])
+    seconds = passes = wasted = 0
+    while len(seq) - len(rec["prompt"]) < len(out):
+        done = len(seq) - len(rec["prompt"])
+        proposal = strategy.propose(seq, len(out) - done)
+        accepted = common_prefix_length(proposal, out[done:done + len(proposal)])
+        seconds, passes, wasted = seconds + cost(1 + len(proposal)), passes + 1, wasted + len(proposal) - accepted
+        strategy.observe(len(proposal), accepted)
+        seq += out[done:done + accepted + 1]
+    return seconds, passes, wasted
+
+
+def knowing_bound(rec, cost, options):
+    """Seconds and passes of a lookup that proposes exactly the part of its copy that is accepted."""
+    out, seq = rec["output"], list(rec["prompt"])
+    index = NgramIndex(options.max_ngram, rec["copy_end"])
+    seconds = passes = 0
+    while len(seq) - len(rec["prompt"]) < len(out):
+        done = len(seq) - len(rec["prompt"])
+        index.extend(seq)
+        accepted = common_prefix_length(index.propose(seq, options.max_draft_tokens), out[done:])
+        seconds, passes = seconds + cost(1 + accepted), passes + 1
+        seq += out[done:done + accepted + 1]
+    return seconds, passes
+
+
+def replay(args):
+    costs = json.loads(Path(args.costs).read_text())["forward_costs"]
+    cost = ForwardCost({int(k): t for k, t in costs["T"].items()})
+    options = DecodingOptions(num_tokens=DecodingOptions().max_draft_tokens)
+    totals = [0.0, 0, 0, 0.0, 0]
+    for line in Path(args.outputs).read_text().splitlines():
+        rec = json.loads(line)
+        seconds, passes, wasted = lookup_policy(rec, cost, options)
+        bound, bound_passes = knowing_bound(rec, cost, options)
+        print(f"{rec['id'][:48]:48} {len(rec['output']):5} tokens  lookup {seconds:6.1f} s {passes:4} passes "
+              f"{wasted:5} wasted  |  knowing {bound:6.1f} s {bound_passes:4} passes")
+        totals = [a + b for a, b in zip(totals, (seconds, passes, wasted, bound, bound_passes))]
+    print(f"{'total':48} {'':12}  lookup {totals[0]:6.1f} s {totals[1]:4} passes {totals[2]:5} wasted  |  "
+          f"knowing {totals[3]:6.1f} s {totals[4]:4} passes  (decoding only; prefill is the same for both)")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    rec = commands.add_parser("record")
+    rec.add_argument("dataset")
+    rec.add_argument("--spread", type=int)
+    rec.add_argument("--limit", type=int)
+    rec.add_argument("--out", required=True)
+    rec.add_argument("--runtime", default="auto", choices=("auto", "torch", "llama.cpp"))
+    rec.add_argument("--threads", type=int)
+    rep = commands.add_parser("replay")
+    rep.add_argument("outputs")
+    rep.add_argument("--costs", required=True, help="a bench results.json: its forward_costs")
+    args = parser.parse_args()
+    record(args) if args.command == "record" else replay(args)
+
+
+if __name__ == "__main__":
+    main()

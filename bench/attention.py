@@ -14,6 +14,7 @@ import time
 import torch
 
 from engine import models
+from engine.catalogue import DEFAULT_TARGET
 from engine.runtimes import cpu_attention
 from engine.runtimes.torch_runtime import TorchRuntime
 
@@ -23,7 +24,7 @@ LENGTHS = (1, 16, 64, 128, 256)
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", default=models.DEFAULT_TARGET)
+    parser.add_argument("--model", default=DEFAULT_TARGET)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()

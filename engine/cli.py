@@ -11,6 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from engine.catalogue import DEFAULT_TARGET
 from engine.daemon_cli import add_engine_commands, add_engine_option, edit_via_daemon
 from engine.protocol import METHODS, DecodingOptions
 
@@ -83,8 +84,6 @@ def add_bench_command(sub) -> None:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    from engine.models import DEFAULT_TARGET
-
     parser.add_argument("--model", default=DEFAULT_TARGET, help=f"target model spec (default {DEFAULT_TARGET})")
     parser.add_argument("--draft", default="default", help="draft model spec, 'none', or 'default' (the usual partner)")
     parser.add_argument("--runtime", default="auto", choices=("auto", "torch", "llama.cpp"),

@@ -15,6 +15,7 @@ import msgspec
 import torch
 
 from engine import models, prompts
+from engine.catalogue import DEFAULT_DRAFT, DEFAULT_TARGET
 from engine.decoding import strategies
 from engine.decoding.cached_model import CachedModel
 from engine.decoding.cost import ForwardCost
@@ -54,8 +55,8 @@ class Result:
 
 def default_draft(model: str) -> str | None:
     """The draft that goes with a target when none is named."""
-    if model == models.DEFAULT_TARGET:
-        return models.DEFAULT_DRAFT
+    if model == DEFAULT_TARGET:
+        return DEFAULT_DRAFT
     if models.is_tiny(model):
         return model
     return None
@@ -87,7 +88,7 @@ class Engine:
         self.eos = target.eos
 
     @classmethod
-    def load(cls, model: str = models.DEFAULT_TARGET, draft: str | None = "default", *,
+    def load(cls, model: str = DEFAULT_TARGET, draft: str | None = "default", *,
              runtime: str | None = None, draft_runtime: str | None = None,
              device: str | None = None, dtype: str | None = None, threads: int | None = None,
              prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES) -> "Engine":

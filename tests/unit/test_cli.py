@@ -2,6 +2,8 @@
 
 import importlib.util
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -84,3 +86,12 @@ def test_file_too_large_for_the_context(capsys, tmp_path):
     path.write_text("x = 1\n" * 6000)  # byte tokenizer: 36K tokens > 32K context
     status, _, err = edit(capsys, str(path), "-i", "x", "--model", "tiny-random")
     assert status == 2 and "exceeds the model's context" in err
+
+
+def test_engine_commands_start_without_torch(tmp_path):
+    """`blazedit engine status` answers in a blink: neither the parser nor the daemon
+    client imports torch (about a second and a half on a 2-core CPU)."""
+    code = ("import sys; from engine.cli import main; "
+            f"status = main(['engine', 'status', '--engine', {str(tmp_path / 'none.sock')!r}]); "
+            "assert status == 1, status; assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

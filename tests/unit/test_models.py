@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from engine import models
+from engine.catalogue import PackagedModel
 
 
 def test_unknown_spec_is_a_clear_error():
@@ -27,7 +28,7 @@ def test_parts_are_joined_in_order_and_hash_checked(monkeypatch, tmp_path):
     import hashlib
 
     _fake_package(monkeypatch, tmp_path, "fakemodel_part", [b"GGUF", b"body"])
-    good = models.PackagedModel("fake", "fakemodel_part", "fakemodel-part", "1.0", 2,
+    good = PackagedModel("fake", "fakemodel_part", "fakemodel-part", "1.0", 2,
                                 hashlib.sha256(b"GGUFbody").hexdigest(), "")
     path = models.packaged_gguf(good)
     assert path.read_bytes() == b"GGUFbody"
@@ -36,14 +37,14 @@ def test_parts_are_joined_in_order_and_hash_checked(monkeypatch, tmp_path):
 
 def test_corrupted_package_is_refused_and_leaves_nothing(monkeypatch, tmp_path):
     _fake_package(monkeypatch, tmp_path, "badmodel_part", [b"GGUF", b"evil"])
-    bad = models.PackagedModel("bad", "badmodel_part", "badmodel-part", "1.0", 2, "0" * 64, "")
+    bad = PackagedModel("bad", "badmodel_part", "badmodel-part", "1.0", 2, "0" * 64, "")
     with pytest.raises(models.ModelError, match="sha256"):
         models.packaged_gguf(bad)
     assert not list((models.cache_dir() / "gguf").glob("bad*"))
 
 
 def test_missing_part_says_how_to_install():
-    missing = models.PackagedModel("gone", "no_such_module_part", "no-such-part", "1.0", 3, "0" * 64, "")
+    missing = PackagedModel("gone", "no_such_module_part", "no-such-part", "1.0", 3, "0" * 64, "")
     with pytest.raises(models.ModelError, match=r"no-such-part1==1.0 is missing\): pip install 'blazedit-lsp\[models\]'"):
         models.packaged_gguf(missing)
 

@@ -11,6 +11,9 @@ policy; only the times are modelled.
 
     python bench/replay.py record DATASET --spread 24 --out outputs.jsonl [--runtime R]
     python bench/replay.py replay outputs.jsonl --costs bench/results/requests-spread8-torch/results.json
+
+With a bench's results as costs, replay also prints that bench's ``blazedit`` against its
+best PLD baseline, as run and with the bound's saving taken off each item's time.
 """
 
 import argparse
@@ -68,20 +71,45 @@ def knowing_bound(rec, cost, options):
     return seconds, passes
 
 
+def ceiling(bench: dict, savings: dict[str, float]) -> None:
+    """The bench's ``blazedit`` had each item saved what knowing where copies end saves in
+    the replay: the most any choice of lookup lengths could gain, against the bench's
+    best PLD baseline, transformers' or llama.cpp's (mean and P90 of chars/s, over the
+    items replayed)."""
+    from engine.bench import _percentile
+
+    def speeds(method, saving=lambda item: 0.0):
+        rows = [r for r in bench["records"] if r["method"] == method and r["item"] in savings]
+        return sorted(r["chars_per_second"] * r["seconds"] / (r["seconds"] - saving(r["item"])) for r in rows)
+
+    pld = [m for m in bench["summary"] if m.startswith(("hf-pld", "llama-pld"))]
+    if "blazedit" not in bench["summary"] or not pld:
+        return
+    best = max(pld, key=lambda m: bench["summary"][m]["mean"])
+    base = speeds(best)
+    for name, rows in (("blazedit", speeds("blazedit")), ("blazedit, knowing", speeds("blazedit", savings.get))):
+        mean, p90 = sum(rows) / len(rows), _percentile(rows, 0.1)
+        print(f"{name:18} {len(rows)} items: {mean:6.1f} / {p90:6.1f} chars/s (mean / P90), "
+              f"{mean / (sum(base) / len(base)):.2f}x / {p90 / _percentile(base, 0.1):.2f}x {best}")
+
+
 def replay(args):
-    costs = json.loads(Path(args.costs).read_text())["forward_costs"]
-    cost = ForwardCost({int(k): t for k, t in costs["T"].items()})
+    bench = json.loads(Path(args.costs).read_text())
+    cost = ForwardCost({int(k): t for k, t in bench["forward_costs"]["T"].items()})
     options = DecodingOptions(num_tokens=DecodingOptions().max_draft_tokens)
     totals = [0.0, 0, 0, 0.0, 0]
+    savings = {}
     for line in Path(args.outputs).read_text().splitlines():
         rec = json.loads(line)
         seconds, passes, wasted = lookup_policy(rec, cost, options)
         bound, bound_passes = knowing_bound(rec, cost, options)
+        savings[rec["id"]] = seconds - bound
         print(f"{rec['id'][:48]:48} {len(rec['output']):5} tokens  lookup {seconds:6.1f} s {passes:4} passes "
               f"{wasted:5} wasted  |  knowing {bound:6.1f} s {bound_passes:4} passes")
         totals = [a + b for a, b in zip(totals, (seconds, passes, wasted, bound, bound_passes))]
     print(f"{'total':48} {'':12}  lookup {totals[0]:6.1f} s {totals[1]:4} passes {totals[2]:5} wasted  |  "
           f"knowing {totals[3]:6.1f} s {totals[4]:4} passes  (decoding only; prefill is the same for both)")
+    ceiling(bench, savings)
 
 
 def main():
@@ -96,7 +124,7 @@ def main():
     rec.add_argument("--threads", type=int)
     rep = commands.add_parser("replay")
     rep.add_argument("outputs")
-    rep.add_argument("--costs", required=True, help="a bench results.json: its forward_costs")
+    rep.add_argument("--costs", required=True, help="a bench results.json: its forward_costs (and its records)")
     args = parser.parse_args()
     record(args) if args.command == "record" else replay(args)
 

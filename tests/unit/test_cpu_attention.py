@@ -31,6 +31,19 @@ def test_matches_sdpa_on_causal_passes(q, cached):
         torch.testing.assert_close(out, expected)
 
 
+def test_a_mask_that_hides_cached_keys_is_honoured():
+    """Only the new tokens' causal block is masked when every cached key is visible;
+    a mask that hides some (padding, another sequence's tokens) is applied whole."""
+    torch.manual_seed(0)
+    q, cached = 5, 40
+    query = torch.randn(1, 6, q, 16)
+    key, value = torch.randn(1, 2, cached + q, 16), torch.randn(1, 2, cached + q, 16)
+    mask = torch.ones(q, cached + q, dtype=torch.bool).tril(cached)
+    mask[:, 3:7] = False
+    out, _ = short_query_attention(Module(), query, key, value, mask[None, None], scaling=16 ** -0.5)
+    torch.testing.assert_close(out, reference(query, key, value, mask))
+
+
 def test_long_passes_go_to_sdpa():
     torch.manual_seed(0)
     q = SHORT_QUERY + 1

@@ -71,7 +71,7 @@ def knowing_bound(rec, cost, options):
     return seconds, passes
 
 
-def ceiling(bench: dict, savings: dict[str, float]) -> None:
+def ceiling(bench: dict, savings: dict[str, tuple[float, float]]) -> None:
     """The bench's ``blazedit`` had each item saved what knowing where copies end saves in
     the replay (the most any choice of lookup lengths could gain), and what proposing
     every output token right would save (verifying ``max_draft_tokens`` at a time: no

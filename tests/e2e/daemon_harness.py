@@ -26,6 +26,13 @@ def short_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="bzd-", dir="/tmp"))
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on now (for servers started with --tcp or --port)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def serve_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "engine.cli", "engine", "serve", "--model", MODEL, "--threads", "1", *args]
 

@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
-from daemon_harness import TIMEOUT, DaemonProcess, RawConnection, check_job_stream, serve_command, short_dir
+from daemon_harness import (TIMEOUT, DaemonProcess, RawConnection, check_job_stream, free_port, serve_command,
+                            short_dir)
 
 from blazedit_lsp.engine_client import EngineClient, EngineUnavailable
 from engine import protocol
@@ -146,15 +147,9 @@ def _connect_as_nobody(path: Path) -> str:
     return {0: "connected", 1: "denied"}.get(os.waitstatus_to_exitcode(status), "error")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_tcp_beyond_loopback_refuses_to_start_without_a_token(workdir):
     env = {k: v for k, v in os.environ.items() if k != "BLAZEDIT_TOKEN"}
-    refused = subprocess.run(serve_command("--tcp", f"0.0.0.0:{_free_port()}", "--log-file", str(workdir / "l.log")),
+    refused = subprocess.run(serve_command("--tcp", f"0.0.0.0:{free_port()}", "--log-file", str(workdir / "l.log")),
                              capture_output=True, text=True, timeout=TIMEOUT * 2, env=env)
     assert refused.returncode == 2
     assert "refusing to listen on tcp://0.0.0.0" in refused.stderr and "token" in refused.stderr
@@ -163,7 +158,7 @@ def test_tcp_beyond_loopback_refuses_to_start_without_a_token(workdir):
 async def test_tcp_requests_without_the_right_token_are_refused_before_any_work(workdir):
     token = "s3cret-token-value"
     (workdir / "token").write_text(token + "\n")
-    port = _free_port()
+    port = free_port()
     daemon = DaemonProcess("--tcp", f"0.0.0.0:{port}", "--token-file", str(workdir / "token"),
                            directory=workdir, env={"BLAZEDIT_TOKEN": ""}).wait_ready(("127.0.0.1", port))
     try:

@@ -4,26 +4,22 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
+import time
 
 import pytest
+from daemon_harness import free_port
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
 from blazedit_lsp import actions
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def _connect(start, port: int, server: subprocess.Popen) -> None:
     """Retry until the server listens (a second or two to import pygls)."""
-    for _ in range(200):
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
         assert server.poll() is None, "the server exited before listening"
         try:
             await start("127.0.0.1", port)
@@ -35,7 +31,7 @@ async def _connect(start, port: int, server: subprocess.Popen) -> None:
 
 @pytest.mark.parametrize("transport", ["tcp", "ws"])
 async def test_server_answers_over_a_socket(transport):
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "blazedit_lsp", f"--{transport}", "--port", str(port)])
     client = LanguageClient("transport-test", "1")
     try:

@@ -77,7 +77,7 @@ def ceiling(bench: dict, savings: dict[str, tuple[float, float]]) -> None:
     every output token right would save (verifying ``max_draft_tokens`` at a time: no
     speculation does better on these kernels), against the bench's best PLD baseline,
     transformers' or llama.cpp's (mean and P90 of chars/s, over the items replayed)."""
-    from engine.bench import _percentile
+    from engine.bench import percentile
 
     def speeds(method, saving=lambda item: 0.0):
         rows = [r for r in bench["records"] if r["method"] == method and r["item"] in savings]
@@ -91,9 +91,9 @@ def ceiling(bench: dict, savings: dict[str, tuple[float, float]]) -> None:
     for name, rows in (("blazedit", speeds("blazedit")),
                        ("blazedit, knowing", speeds("blazedit", lambda item: savings[item][0])),
                        ("every token right", speeds("blazedit", lambda item: savings[item][1]))):
-        mean, p90 = sum(rows) / len(rows), _percentile(rows, 0.1)
+        mean, p90 = sum(rows) / len(rows), percentile(rows, 0.1)
         print(f"{name:18} {len(rows)} items: {mean:6.1f} / {p90:6.1f} chars/s (mean / P90), "
-              f"{mean / (sum(base) / len(base)):.2f}x / {p90 / _percentile(base, 0.1):.2f}x {best}")
+              f"{mean / (sum(base) / len(base)):.2f}x / {p90 / percentile(base, 0.1):.2f}x {best}")
 
 
 def replay(args):

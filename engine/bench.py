@@ -272,7 +272,7 @@ def summarize(records: list[Record], methods: list[str]) -> dict:
         summary[method] = {
             "mean": statistics.fmean(speeds),
             "p50": statistics.median(speeds),
-            "p90": _percentile(speeds, 0.10),  # the slow tail: 10th percentile of chars/s
+            "p90": percentile(speeds, 0.10),  # the slow tail: 10th percentile of chars/s
             # None: nothing to compare with (regular itself, or no regular in the run)
             "identity_rate": (sum(r.identical for r in compared) / len(compared)) if compared else None,
             "oracle_ratio": statistics.fmean(r.seconds / r.oracle_seconds for r in rows),
@@ -281,7 +281,8 @@ def summarize(records: list[Record], methods: list[str]) -> dict:
     return summary
 
 
-def _percentile(sorted_values: list[float], q: float) -> float:
+def percentile(sorted_values: list[float], q: float) -> float:
+    """The q-quantile of sorted values, linearly interpolated (numpy's default)."""
     if len(sorted_values) == 1:
         return sorted_values[0]
     pos = q * (len(sorted_values) - 1)

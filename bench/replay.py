@@ -88,6 +88,9 @@ def ceiling(bench: dict, savings: dict[str, tuple[float, float]]) -> None:
         return
     best = max(pld, key=lambda m: bench["summary"][m]["mean"])
     base = speeds(best)
+    if not base:
+        print("no replayed item is in this bench: no bench figures")
+        return
     for name, rows in (("blazedit", speeds("blazedit")),
                        ("blazedit, knowing", speeds("blazedit", lambda item: savings[item][0])),
                        ("every token right", speeds("blazedit", lambda item: savings[item][1]))):

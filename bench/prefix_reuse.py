@@ -4,7 +4,7 @@ Runs, on one loaded engine: a cold edit, a second edit of the same file with ano
 instruction, and an edit of the file with one line changed in the middle; each with a
 short output (``--max-new-tokens``), so the time measured is mostly prefill.
 
-    python bench/prefix_reuse.py ../shared/data/edits-requests.jsonl ITEM_ID [--runtime R] [--threads N]
+    python bench/prefix_reuse.py bench/data/edits-requests.jsonl ITEM_ID [--runtime R] [--threads N]
 """
 
 import argparse

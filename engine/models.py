@@ -151,9 +151,13 @@ def _load_llama(spec: str, device: str | None, dtype: str | None, threads: int |
     if dtype:
         raise ModelError("llama.cpp runs the GGUF's own quantisation; --dtype is for the torch runtime")
     try:
-        from engine.runtimes.llama_runtime import LlamaWeights
+        from engine.runtimes.llama_runtime import REBUILD, LlamaWeights, batch_invariant
     except ImportError:
         raise ModelError(LLAMA_MISSING) from None
+    if not batch_invariant():
+        log.warning("this llama-cpp-python was built with llamafile's sgemm, so a verification pass can round "
+                    "differently from a one-token step and flip a near-tie (the output may differ between "
+                    "methods and runs); for exact output rebuild it: %s", REBUILD)
     if is_tiny(spec):
         from engine.tiny_gguf import write_tiny_gguf
 

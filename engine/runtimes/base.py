@@ -8,7 +8,10 @@ decoding strategy runs on it unchanged.
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol, Sequence
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class Snapshot(Protocol):
@@ -29,6 +32,10 @@ class Runtime(Protocol):
     def forward(self, tokens: Sequence[int], keep: int) -> list[int]:
         """Append ``tokens`` to the cache; return the greedy next token after each
         of the last ``keep`` of them (1 <= keep <= len(tokens))."""
+
+    def logits(self, tokens: Sequence[int], keep: int) -> "np.ndarray":
+        """As ``forward``, but return the scores themselves, float32 [keep, vocab]: for
+        measuring how close a divergence between methods was (identity checks)."""
 
     def truncate(self, length: int) -> None:
         """Drop cached positions from ``length`` on."""

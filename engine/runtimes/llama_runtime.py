@@ -4,6 +4,17 @@ On a CPU, llama.cpp's Q4 kernels decode one token several times faster than bf16
 PyTorch, while prefill and long verifications take about twice as long here
 (docs/performance.md). The model weights are mapped once; every runtime on them owns
 one llama.cpp context (one KV cache, sequence 0).
+
+Batch invariance. The target's choice after a token must not depend on how many tokens
+its pass carried: otherwise a method's output departs from plain greedy decoding at
+near-ties, and so does a run's from the last (proposal lengths follow timings). ggml's CPU
+backend sends a batch down other kernels than a one-token step: repacked Q4_K weights
+(gemm for 4+ rows, gemv below), tiled K-quant matmuls (8+ rows), flash attention (split
+over the cache for one query, tiled for 64+) and llamafile's sgemm for attention's float16
+products (2+ rows). With all four off, every product is one vec_dot per output element, in
+the same order whatever the batch: logits are bit-identical between a one-token step and
+any pass (measured; docs/performance.md). The first three are settings; llamafile is a
+build option (GGML_LLAMAFILE=OFF, which the README's install sets), checked at load.
 """
 
 from __future__ import annotations
@@ -18,7 +29,17 @@ import llama_cpp
 import numpy as np
 from llama_cpp import _internals
 
+log = logging.getLogger(__name__)
 logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # llama.cpp's load chatter goes to stderr
+os.environ["GGML_CPU_TILED_MM"] = "0"  # ggml reads it once, at the first matmul of the process
+
+REBUILD = ('CMAKE_ARGS="-DGGML_LLAMAFILE=OFF" pip install --no-cache-dir --force-reinstall --no-deps '
+           f"llama-cpp-python=={llama_cpp.__version__}")
+
+
+def batch_invariant() -> bool:
+    """Whether this llama.cpp build can verify tokens exactly as one-token steps choose them."""
+    return "LLAMAFILE = 1" not in llama_cpp.llama_print_system_info().decode()
 
 BATCH_TOKENS = 512  # llama_decode's largest batch; longer inputs go in chunks
 MAX_CONTEXT = 32768
@@ -30,6 +51,7 @@ class LlamaWeights:
     def __init__(self, path: str, threads: int | None = None, float32_cache: bool = False):
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = 0
+        params.use_extra_bufts = False  # no repacked weights (batch invariance, above)
         self.path = path
         self.model = _internals.LlamaModel(path_model=path, params=params, verbose=False)
         self.threads = threads or len(os.sched_getaffinity(0))  # every core we may use
@@ -60,9 +82,9 @@ class LlamaRuntime:
         params.n_batch = params.n_ubatch = BATCH_TOKENS
         params.n_threads = params.n_threads_batch = weights.threads
         params.no_perf = True
-        if weights.float32_cache:  # and no flash attention, which rounds through float16 on a CPU
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED  # batch invariance, above
+        if weights.float32_cache:
             params.type_k = params.type_v = llama_cpp.GGML_TYPE_F32
-            params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
         self.weights = weights
         self.ctx = _internals.LlamaContext(model=weights.model, params=params, verbose=False)
         self.context_tokens = weights.context_tokens
@@ -75,9 +97,16 @@ class LlamaRuntime:
         return self._cached
 
     def forward(self, tokens: Sequence[int], keep: int) -> list[int]:
+        return [choice for rows in self._decode(tokens, keep) for choice in rows.argmax(axis=1).tolist()]
+
+    def logits(self, tokens: Sequence[int], keep: int) -> np.ndarray:
+        return np.concatenate([rows.copy() for rows in self._decode(tokens, keep)])
+
+    def _decode(self, tokens: Sequence[int], keep: int):
+        """Feed ``tokens`` in batches; yield the logits of the last ``keep`` positions, a
+        [rows, n_vocab] view per batch that has any (valid until the next decode)."""
         assert 1 <= keep <= len(tokens), (keep, len(tokens))
         first_kept = len(tokens) - keep
-        choices: list[int] = []
         for start in range(0, len(tokens), BATCH_TOKENS):
             chunk = tokens[start : start + BATCH_TOKENS]
             batch = self.batch.batch
@@ -94,9 +123,7 @@ class LlamaRuntime:
             self._cached += len(chunk)
             if outputs:
                 # logits of the flagged positions, contiguous: [outputs, n_vocab]
-                logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self.ctx.ctx), shape=(outputs, self.n_vocab))
-                choices += logits.argmax(axis=1).tolist()
-        return choices
+                yield np.ctypeslib.as_array(llama_cpp.llama_get_logits(self.ctx.ctx), shape=(outputs, self.n_vocab))
 
     def truncate(self, length: int) -> None:
         assert 0 <= length <= self._cached, (length, self._cached)

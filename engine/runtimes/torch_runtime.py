@@ -6,6 +6,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import torch
 from transformers import DynamicCache
 
@@ -39,9 +40,15 @@ class TorchRuntime:
     def cached(self) -> int:
         return self._cached
 
-    @torch.inference_mode()
     def forward(self, tokens: Sequence[int], keep: int) -> list[int]:
-        # input_ids: [1, k]; logits: [1, keep, vocab] (only the positions we read)
+        return self._logits(tokens, keep).argmax(dim=-1).tolist()
+
+    def logits(self, tokens: Sequence[int], keep: int) -> np.ndarray:
+        return self._logits(tokens, keep).float().cpu().numpy()
+
+    @torch.inference_mode()
+    def _logits(self, tokens: Sequence[int], keep: int) -> torch.Tensor:
+        # input_ids: [1, k]; logits: [keep, vocab] (only the positions we read)
         assert 1 <= keep <= len(tokens), (keep, len(tokens))
         ids = torch.tensor([list(tokens)], dtype=torch.long, device=self.device)
         positions = torch.arange(self._cached, self._cached + len(tokens), device=self.device).unsqueeze(0)
@@ -50,7 +57,7 @@ class TorchRuntime:
             **{self._cache_argument: self.cache},
         )
         self._cached += len(tokens)
-        return out.logits[0].argmax(dim=-1).tolist()
+        return out.logits[0]
 
     def truncate(self, length: int) -> None:
         assert 0 <= length <= self._cached, (length, self._cached)

@@ -1,5 +1,12 @@
-"""The default path on the real packaged models, on both runtimes: every method finishes
-the file and gives the same text; speculation saves target forward passes."""
+"""The default path on the real packaged models, on both runtimes, on in-repo items.
+
+Every method finishes the file, and speculation saves target passes. Identity with
+``regular`` is what the engine promises up to rounding: in bf16 (torch) and Q4_K_M
+(llama.cpp) a target pass over several tokens can round differently from a one-token
+step, so wherever a method's output departs from ``regular``'s, the target's two
+contested tokens must be a near-tie there (engine/decoding/divergence.py). A divergence
+at a wide gap would be a bug in the decoding, not rounding.
+"""
 
 import importlib.util
 import json
@@ -7,12 +14,34 @@ from pathlib import Path
 
 import pytest
 
+from engine import prompts
+from engine.decoding import divergence
 from engine.protocol import METHODS
 from engine.session import Engine
 
-pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+NEAR_TIE = {"torch": 0.5, "llama.cpp": 0.5}
+"""The widest score gap a rounding difference may flip, per runtime: the largest change of
+the top-two gap between a one-token step and a 2-40 token pass measured over 100
+positions was 0.25 (bf16 torch) and 0.33 (llama.cpp Q4_K_M); docs/performance.md."""
+COLD_TIMEOUT_S = 1800
+"""Per test. The first test of each runtime loads the models from a cold cache (join the
+packaged GGUF parts, ~20 s; for torch, dequantise both into the bf16 cache, ~90-120 s on 2
+cores) and then runs every method on every item (~6 min on torch, ~2 min on llama.cpp)."""
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "edits-humanevalfix.jsonl"
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(COLD_TIMEOUT_S)]
+
+
+def _items() -> list[dict]:
+    example = {"id": "docs/examples/inventory.py", "path": "inventory.py",
+               "before": (ROOT / "docs" / "examples" / "inventory.py").read_text(),
+               "instruction": "add a docstring to restock"}
+    wanted = ("humanevalfix/Python/10", "humanevalfix/Python/139")
+    rows = (json.loads(line) for line in (ROOT / "bench" / "data" / "edits-humanevalfix.jsonl").open())
+    return [example, *(row for row in rows if row["id"] in wanted)]
+
+
+ITEMS = _items()
 
 
 @pytest.fixture(scope="module", params=["torch", pytest.param("llama.cpp", marks=pytest.mark.skipif(
@@ -24,24 +53,49 @@ def engine(request):
 
 
 @pytest.fixture(scope="module")
-def item():
-    if not DATA.exists():  # the dataset lies beside the clone; fall back to the example file
-        example = Path(__file__).resolve().parents[2] / "docs" / "examples" / "inventory.py"
-        return {"before": example.read_text(), "instruction": "add a docstring to restock", "path": "inventory.py"}
-    return json.loads(DATA.read_text().splitlines()[0])
-
-
-def test_all_methods_agree_on_a_real_edit(engine, item):
+def outputs(engine):
+    """Every method on every item, each from an empty cache (each pays its own prefill)."""
     results = {}
-    for method in METHODS:
-        engine.prefix_cache = type(engine.prefix_cache)(0)  # each method pays its own prefill
-        *_, results[method] = engine.edit(item["before"], item["instruction"], path=item["path"], method=method)
-    regular = results["regular"]
-    assert regular.finish_reason == "stop"
-    assert "def " in regular.text and regular.text != item["before"]
-    for method, result in results.items():
-        first_diff = next((i for i, (a, b) in enumerate(zip(result.tokens, regular.tokens)) if a != b), None)
-        assert result.tokens == regular.tokens, f"{method} diverges from regular at token {first_diff}"
-    for method in ("pld", "blazedit"):
-        assert results[method].stats.target_forward_passes < regular.stats.target_forward_passes
-    assert results["blazedit"].stats.accepted > 0
+    for item in ITEMS:
+        for method in METHODS:
+            engine.forget()
+            *_, results[item["id"], method] = engine.edit(item["before"], item["instruction"], path=item["path"],
+                                                          method=method)
+    engine.forget()
+    return results
+
+
+def test_every_method_finishes_and_speculation_saves_passes(engine, outputs):
+    for item in ITEMS:
+        regular = outputs[item["id"], "regular"]
+        assert regular.finish_reason == "stop", item["id"]
+        assert "def " in regular.text, item["id"]
+        for method in METHODS:
+            assert outputs[item["id"], method].finish_reason == "stop", (item["id"], method)
+        for method in ("pld", "blazedit"):
+            assert outputs[item["id"], method].stats.target_forward_passes < regular.stats.target_forward_passes
+
+
+def test_every_divergence_from_regular_is_a_near_tie(engine, outputs, capsys):
+    runtime = engine.target.runtime
+    eos = engine.tokenizer.eos_token_id
+    report, identical, compared = [], 0, 0
+    for item in ITEMS:
+        prompt, _ = engine.encode(prompts.build(item["before"], item["instruction"], item["path"]))
+        regular = outputs[item["id"], "regular"].tokens
+        for method in METHODS[1:]:
+            compared += 1
+            found = divergence.measure(engine.target_model.runtime, prompt, regular,
+                                       outputs[item["id"], method].tokens, eos)
+            engine.forget()
+            if found is None:
+                identical += 1
+                continue
+            report.append((item["id"], method, found))
+    with capsys.disabled():  # the identity rate and the gaps, in the test output
+        print(f"\n[{runtime}] identical to regular: {identical}/{compared}")
+        for item_id, method, d in report:
+            print(f"[{runtime}] {item_id} {method}: token {d.index}, gap {d.gap_single:+.3f} one-token step, "
+                  f"{d.gap_batched:+.3f} in a {divergence.BATCHED_PASS_TOKENS}-token pass")
+    wide = [(item_id, method, d) for item_id, method, d in report if d.gap > NEAR_TIE[runtime]]
+    assert not wide, f"divergences at a wide gap (a bug, not rounding): {wide}"

@@ -8,7 +8,7 @@ or stop the server. Each key is checked on its own; a bad one is reported
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -55,6 +55,9 @@ class Config(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only
     command_timeout_ms: Annotated[int, msgspec.Meta(ge=0)] = 100_000
     """How long blazedit.editFile may hold its request open before answering
     and applying later through workspace/applyEdit (Zed gives up at 120 s)."""
+    guard_removals: Literal["ask", "keep", "allow"] = "ask"
+    """An edit that removes a definition the instruction does not name: ask
+    the user, keep the definition, or apply the edit as it is."""
 
     def decoding_options(self) -> protocol.DecodingOptions:
         """The method knobs, which share their names with DecodingOptions' fields."""

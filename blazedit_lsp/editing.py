@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from typing import TYPE_CHECKING
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
 from engine import protocol
+from engine.guard import ASKS_TO_DELETE, Removal, keep_removed, language_of, removed_definitions
 
 from .edits import RebaseConflict, rebase, split_lines, text_edits
 from .engine_link import unavailable_errors
@@ -31,12 +31,9 @@ before dropping the stream (the engine answers within one forward pass)."""
 APPLY_ATTEMPTS = 3
 """Rebase-and-apply tries when the user keeps typing while the edit lands."""
 MASS_DELETION = 0.5
-"""Results shorter than this share of the input need a confirmation..."""
-_ASKS_TO_DELETE = re.compile(
-    r"\b(delet|remov|drop|strip|clear|eras|shorten|trim|condens|minif|simplif|reduc|cut|empt|prun|purg)", re.I
-)
-"""...unless the instruction asks for it."""
-APPLY, DISCARD = "Apply", "Discard"
+"""Results shorter than this share of the input need a confirmation, unless
+the instruction asks for deletion (guard.ASKS_TO_DELETE)."""
+APPLY, DISCARD, CANCEL = "Apply", "Discard", "Cancel"
 
 
 class EngineJobError(Exception):
@@ -66,7 +63,7 @@ def guard(sent: str, result: str, finish_reason: str, instruction: str) -> str |
         return "the engine returned an empty file"
     had, kept = len(sent.strip()), len(result.strip())
     lines = sum(1 for line in split_lines(sent) if line.strip())
-    if lines >= 3 and kept < MASS_DELETION * had and not _ASKS_TO_DELETE.search(instruction):
+    if lines >= 3 and kept < MASS_DELETION * had and not ASKS_TO_DELETE.search(instruction):
         return f"the edit deletes most of the file ({had - kept} of {had} characters)"
     return None
 
@@ -197,30 +194,67 @@ async def _deliver(ls: BlazeditServer, job: Job, done: protocol.Done) -> tuple[s
     if (reason := guard(job.sent, result, done.finish_reason, job.instruction)) is not None:
         if not await _confirm(ls, job, reason):
             return ("cancelled", "cancelled") if job.cancelled.is_set() else ("refused", f"not applied: {reason}")
+    doc = ls.open_document(job.uri)
+    language = language_of(doc.language_id, doc.path) if doc else None
+    removals = removed_definitions(job.sent, result, job.instruction, language)
+    if removals and (result := await _settle_removals(ls, job, result, removals)) is None:
+        what = ", ".join(map(str, removals))
+        return ("cancelled", "cancelled") if job.cancelled.is_set() else ("refused", f"not applied: it removes {what}")
     return await _apply(ls, job, result)
 
 
+async def _settle_removals(ls: BlazeditServer, job: Job, result: str, removals: list[Removal]) -> str | None:
+    """The guardRemovals policy: the text to apply (the result as it is, or
+    with the removed definitions kept), or None to apply nothing."""
+    policy = ls.config.guard_removals
+    if policy == "allow":
+        return result
+    what = ", ".join(map(str, removals))
+    kept = keep_removed(job.sent, result, removals)
+    if policy == "keep":
+        ls.tell(types.MessageType.Info, f"Blazedit: kept {what}, which the edit removed")
+        return kept
+    keep = f"Apply and keep {removals[0].definition}" if len(removals) == 1 else f"Apply and keep all {len(removals)}"
+    window = ls.client_capabilities.window
+    if window is None or window.show_message is None:
+        ls.tell(types.MessageType.Warning, f"Blazedit: the edit removes {what}; kept (this editor cannot ask: "
+                                           "set guardRemovals to \"allow\" to apply such edits as they are)")
+        return kept
+    try:
+        choice = await _ask(ls, job, f"Blazedit: the edit removes {what}.", [APPLY, keep, CANCEL])
+    except Exception:  # boundary: a failed question gets the safe answer
+        log.warning("removal question failed", exc_info=True)
+        ls.tell(types.MessageType.Warning, f"Blazedit: the edit removes {what}; kept (the editor did not answer)")
+        return kept
+    return {APPLY: result, keep: kept}.get(choice)
+
+
 async def _confirm(ls: BlazeditServer, job: Job, reason: str) -> bool:
-    """Ask the user (window/showMessageRequest); a cancelled job stops asking."""
+    """Whether the user says Apply to a result a guard stopped."""
+    try:
+        return await _ask(ls, job, f"Blazedit: {reason}. Apply the edit anyway?", [APPLY, DISCARD]) == APPLY
+    except Exception:  # boundary: a client without showMessageRequest means no
+        log.warning("confirmation request failed", exc_info=True)
+        return False
+
+
+async def _ask(ls: BlazeditServer, job: Job, message: str, titles: list[str]) -> str | None:
+    """The action the user picks (window/showMessageRequest); None when the
+    question is dismissed or the job cancelled meanwhile. Raises when the
+    request fails."""
     params = types.ShowMessageRequestParams(
-        type=types.MessageType.Warning,
-        message=f"Blazedit: {reason}. Apply the edit anyway?",
-        actions=[types.MessageActionItem(title=APPLY), types.MessageActionItem(title=DISCARD)],
-    )
+        type=types.MessageType.Warning, message=message, actions=[types.MessageActionItem(title=t) for t in titles])
     ask = asyncio.ensure_future(ls.window_show_message_request_async(params))
     cancelled = asyncio.ensure_future(job.cancelled.wait())
     try:
         await asyncio.wait({ask, cancelled}, return_when=asyncio.FIRST_COMPLETED)
         if not ask.done() or job.cancelled.is_set():
-            return False
+            return None
         item = ask.result()
-    except Exception:  # boundary: a client without showMessageRequest means no
-        log.warning("confirmation request failed", exc_info=True)
-        return False
     finally:
         cancelled.cancel()
         ask.cancel()
-    return item is not None and item.title == APPLY
+    return item.title if item is not None else None
 
 
 async def _apply(ls: BlazeditServer, job: Job, result: str) -> tuple[str, str]:

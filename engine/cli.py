@@ -13,13 +13,19 @@ from pathlib import Path
 
 from engine.catalogue import DEFAULT_TARGET
 from engine.daemon_cli import add_engine_commands, add_engine_option, edit_via_daemon
+from engine.guard import Removal, removed_definitions
 from engine.protocol import METHODS, DecodingOptions
 
 log = logging.getLogger("blazedit")
 
 
+REMOVED_DEFINITIONS = 3
+"""Exit status when --in-place / -o refuse an edit that removes definitions."""
+
+
 class CliError(Exception):
-    """One line for the user; exit status 2 (1 for a generation that did not finish)."""
+    """One line for the user; exit status 2 (1 for a generation that did not finish,
+    3 for an edit that removes definitions)."""
 
     def __init__(self, message: str, status: int = 2):
         super().__init__(message)
@@ -59,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--in-place", action="store_true", help="replace the file (only if generation finished)")
     out.add_argument("-o", "--output", type=Path, help="write the new file here")
     out.add_argument("--json", action="store_true", help="print one JSON object with the text and statistics")
+    edit.add_argument("--allow-removals", action="store_true",
+                      help="write with --in-place / -o even when the edit removes a function, class or method")
     edit.set_defaults(run=run_edit)
     add_engine_option(edit)
     add_engine_commands(sub)
@@ -199,6 +207,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def report(args: argparse.Namespace, before: str, result) -> int:
+    removals = removed_definitions(before, result.text, args.instruction, str(args.path))
     stats = result.stats
     if args.json:
         print(json.dumps({
@@ -208,11 +217,18 @@ def report(args: argparse.Namespace, before: str, result) -> int:
             "drafted": stats.drafted, "accepted": stats.accepted, "seconds": round(stats.seconds, 4),
             "prefill_seconds": round(stats.prefill_seconds, 4),
             "chars_per_second": round(len(result.text) / stats.seconds, 2) if stats.seconds else 0.0,
+            "removed_definitions": [removal_json(r) for r in removals],
         }))
         return 0 if result.finish_reason == "stop" else 1
-    if result.finish_reason != "stop" and (args.in_place or args.output):
+    writes = args.in_place or args.output
+    if result.finish_reason != "stop" and writes:
         raise CliError(f"nothing written: generation ended with {result.finish_reason!r}", status=1)
-    if args.in_place or args.output:
+    if removals and writes and not args.allow_removals:
+        raise CliError(f"nothing written: the edit removes {', '.join(map(str, removals))}; "
+                       "rerun with --allow-removals to write it anyway", status=REMOVED_DEFINITIONS)
+    for removal in removals:
+        print(f"blazedit: warning: the edit removes {removal}", file=sys.stderr)
+    if writes:
         write_atomically(args.output or args.path, result.text)
     elif args.diff:
         name = str(args.path)
@@ -225,6 +241,12 @@ def report(args: argparse.Namespace, before: str, result) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def removal_json(removal: Removal) -> dict:
+    d = removal.definition
+    return {"name": d.name, "kind": d.kind, "qualified_name": d.qualified, "lines": list(d.lines),
+            "cut_off": removal.cut_off}
 
 
 if __name__ == "__main__":

@@ -33,7 +33,8 @@ class Editor:
         self.docs: dict[str, tuple[int, str]] = {}
         self.applied: list[types.ApplyWorkspaceEditParams] = []
         self.questions: list[types.ShowMessageRequestParams] = []
-        self.answer: str | None = "Apply"
+        self.answer: str | Exception | None = "Apply"
+        """The action picked for window/showMessageRequest (None: dismissed; an exception: the request fails)."""
         self.encoding: str | None = None
         self.changed = asyncio.Event()
 
@@ -138,6 +139,8 @@ class Editor:
     def _ask(self, params: types.ShowMessageRequestParams) -> types.MessageActionItem | None:
         self.questions.append(params)
         self.changed.set()
+        if isinstance(self.answer, Exception):
+            raise self.answer
         return types.MessageActionItem(title=self.answer) if self.answer else None
 
 

@@ -5,6 +5,8 @@ spawns the daemon on first use.
 A random model's output is nonsense, so "correct" here means exactly what the
 engine itself answers for the same request (EngineClient from the test), and
 its guards (length limit) are answered through window/showMessageRequest.
+Its output removes every definition, so the removal guard is off here
+(guardRemovals "allow"; test_lsp_jobs.py tests it).
 tiny-random:2 is used because, for the file and instruction below, it decodes
 for ~20 s unless stopped: long enough to cancel or kill mid-job, always.
 """
@@ -54,7 +56,7 @@ def runtime_dir(request):
 
 
 def settings(**extra) -> dict:
-    return {"engine": "auto", "model": MODEL, "progressIntervalMs": 0, **extra}
+    return {"engine": "auto", "model": MODEL, "progressIntervalMs": 0, "guardRemovals": "allow", **extra}
 
 
 @pytest_lsp.fixture(config=config, params=CLIENTS)

@@ -20,6 +20,7 @@ from lsp_fake_engine import FakeEngine
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 from pytest_lsp import ClientServerConfig, LanguageClient
+from pytest_lsp.client import captured_exception_key
 
 from blazedit_lsp.actions import KIND
 
@@ -100,6 +101,13 @@ async def no_progress_client(lsp_client: LanguageClient):
 
 
 @pytest_lsp.fixture(config=config)
+async def cannot_ask_client(lsp_client: LanguageClient):
+    """Emacs' capabilities: no window.showMessage, so no question."""
+    async for _ in session(lsp_client, "emacs"):
+        yield
+
+
+@pytest_lsp.fixture(config=config)
 async def misconfigured(lsp_client: LanguageClient):
     async for _ in session(lsp_client, "visual_studio_code", maxNgram=0, method="fastest", colour="red"):
         yield
@@ -108,7 +116,7 @@ async def misconfigured(lsp_client: LanguageClient):
 @pytest.fixture
 def fake(request) -> FakeEngine:
     """The engine double of the test's client fixture."""
-    for name in ("any_client", "client", "no_progress_client", "misconfigured"):
+    for name in ("any_client", "client", "no_progress_client", "cannot_ask_client", "misconfigured"):
         if name in request.fixturenames:
             return request.getfixturevalue(name).editor.fake
     raise LookupError("no client fixture")
@@ -116,6 +124,10 @@ def fake(request) -> FakeEngine:
 
 def editor_of(client: LanguageClient) -> Editor:
     return client.editor  # type: ignore[attr-defined]
+
+
+RENAME = "rename fetch to get"
+"""The instruction of swap_words' edits (it names fetch, so its rename is no removal)."""
 
 
 def swap(text: str) -> str:
@@ -127,7 +139,7 @@ def swap_words(edit) -> tuple[str, str]:
     return swap(edit.text), "stop"
 
 
-async def held_job(editor: Editor, fake: FakeEngine, instruction: str = "rename"):
+async def held_job(editor: Editor, fake: FakeEngine, instruction: str = RENAME):
     """An edit whose engine job streams and then waits for release or cancel."""
     fake.hold, fake.respond = True, swap_words
     command = asyncio.ensure_future(editor.edit(URI, instruction))
@@ -186,7 +198,7 @@ async def test_without_progress_support_logs(no_progress_client: LanguageClient,
     editor = editor_of(no_progress_client)
     fake.respond = swap_words
     editor.open(URI, TEXT)
-    result = await editor.edit(URI, "rename")
+    result = await editor.edit(URI, RENAME)
     assert result["state"] == "applied" and editor.text(URI) == swap(TEXT)
     assert no_progress_client.progress_reports == {}
     logged = [m.message for m in no_progress_client.log_messages]
@@ -246,7 +258,7 @@ async def test_cancel(client: LanguageClient, fake: FakeEngine, how: str):
         cancelled = await editor.command("blazedit.cancel", {"uri": URI})
         assert cancelled["cancelled"] == [job.edit.job_id]
     elif how == "newer":
-        newer = asyncio.ensure_future(editor.edit(URI, "rename again"))
+        newer = asyncio.ensure_future(editor.edit(URI, f"{RENAME} again"))
         second = await fake.next_job()
     else:
         editor.close(URI)
@@ -288,7 +300,7 @@ async def test_guards_ask_first(client: LanguageClient, fake: FakeEngine, respon
     editor = editor_of(client)
     fake.respond, editor.answer = respond, answer
     editor.open(URI, TEXT)
-    result = await editor.edit(URI, "make it better")
+    result = await editor.edit(URI, RENAME)
     assert result["state"] == state and len(editor.questions) == 1
     assert editor.questions[0].type == types.MessageType.Warning
     assert editor.text(URI) == (respond(fake.jobs[0].edit)[0] if state == "applied" else TEXT)
@@ -298,8 +310,78 @@ async def test_asked_for_deletion_needs_no_confirmation(client: LanguageClient, 
     editor = editor_of(client)
     fake.respond = lambda e: ("import time\n", "stop")
     editor.open(URI, TEXT)
-    result = await editor.edit(URI, "remove every function")
+    result = await editor.edit(URI, "remove fetch and main")
     assert result["state"] == "applied" and editor.questions == [] and editor.text(URI) == "import time\n"
+
+
+# ------------------------------------------------------------------ definitions removed
+
+
+SLOWER = TEXT.replace("sleep(1)", "sleep(2)")
+SLOWER_WITHOUT_MAIN = SLOWER[: SLOWER.index("\n\n\ndef main")] + "\n"
+
+
+def slower_without_main(edit) -> tuple[str, str]:
+    """A model that makes its edit and stops before main()."""
+    return SLOWER_WITHOUT_MAIN, "stop"
+
+
+@pytest.mark.parametrize("answer, state, text", [
+    ("Apply", "applied", SLOWER_WITHOUT_MAIN),
+    ("Apply and keep main()", "applied", SLOWER),
+    ("Cancel", "refused", TEXT),
+    (None, "refused", TEXT),  # dismissed
+])
+async def test_a_removed_definition_is_asked_about(client: LanguageClient, fake: FakeEngine, answer, state, text):
+    editor = editor_of(client)
+    fake.respond, editor.answer = slower_without_main, answer
+    editor.open(URI, TEXT)
+    result = await editor.edit(URI, "make fetch slower")
+    (question,) = editor.questions
+    assert question.message == "Blazedit: the edit removes main() (lines 9-10; the result stops before it)."
+    assert [a.title for a in question.actions] == ["Apply", "Apply and keep main()", "Cancel"]
+    assert result["state"] == state and editor.text(URI) == text
+    if state == "refused":
+        assert editor.applied == [] and editor.ends() == ["not applied: it removes main() (lines 9-10; the result "
+                                                          "stops before it)"]
+
+
+async def test_an_editor_that_cannot_ask_gets_the_definitions_kept(cannot_ask_client: LanguageClient,
+                                                                   fake: FakeEngine):
+    editor = editor_of(cannot_ask_client)
+    fake.respond = slower_without_main
+    editor.open(URI, TEXT)
+    result = await editor.edit(URI, "make fetch slower")
+    assert result["state"] == "applied" and editor.questions == []
+    assert editor.text(URI) == SLOWER
+    (warning,) = editor.messages(types.MessageType.Warning)
+    assert "removes main()" in warning and "kept" in warning and "guardRemovals" in warning
+
+
+async def test_a_failed_question_keeps_the_definitions(client: LanguageClient, fake: FakeEngine, request):
+    editor = editor_of(client)
+    fake.respond, editor.answer = slower_without_main, RuntimeError("no dialogs here")
+    editor.open(URI, TEXT)
+    result = await editor.edit(URI, "make fetch slower")
+    assert result["state"] == "applied" and len(editor.questions) == 1
+    assert editor.text(URI) == SLOWER
+    assert any("kept" in m for m in editor.messages(types.MessageType.Warning))
+    request.node.stash[captured_exception_key] = None  # the editor's failure was on purpose, not the test's
+
+
+@pytest.mark.parametrize("policy, text", [
+    ("keep", SLOWER),
+    ("allow", SLOWER_WITHOUT_MAIN),
+])
+async def test_guard_removals_setting(client: LanguageClient, fake: FakeEngine, policy, text):
+    editor = editor_of(client)
+    editor.configure({"guardRemovals": policy})
+    fake.respond = slower_without_main
+    editor.open(URI, TEXT)
+    result = await editor.edit(URI, "make fetch slower")
+    assert result["state"] == "applied" and editor.questions == [] and editor.text(URI) == text
+    kept = [m for m in editor.messages(types.MessageType.Info) if "kept main()" in m]
+    assert len(kept) == (policy == "keep")
 
 
 # ------------------------------------------------------------------ bad input
@@ -322,7 +404,7 @@ async def test_bad_requests_get_clear_messages(client: LanguageClient, fake: Fak
     none = await editor.edit(URI)  # no instruction from anywhere
     assert none["state"] == "rejected" and "AI:" in none["message"] and "defaultInstruction" in none["message"]
     assert fake.jobs == []
-    assert (await editor.edit(URI, "rename"))["state"] == "applied"  # and the server still works
+    assert (await editor.edit(URI, RENAME))["state"] == "applied"  # and the server still works
 
 
 async def test_invalid_configuration(misconfigured: LanguageClient, fake: FakeEngine):
@@ -332,9 +414,9 @@ async def test_invalid_configuration(misconfigured: LanguageClient, fake: FakeEn
     editor.configure({"blazedit": {"presets": "not a list", "maxFileBytes": 10}})
     await editor.until(lambda: any("'presets'" in m for m in editor.messages()))
     editor.open(URI, TEXT)
-    big = await editor.edit(URI, "rename")
+    big = await editor.edit(URI, RENAME)
     assert big["state"] == "rejected" and "maxFileBytes" in big["message"]
-    editor.configure({"blazedit": {"defaultInstruction": "rename"}})
+    editor.configure({"blazedit": {"defaultInstruction": RENAME}})
     await editor.barrier()
     fake.respond = swap_words
     assert (await editor.edit(URI))["state"] == "applied"
@@ -345,7 +427,7 @@ async def test_engine_error_reaches_the_user(client: LanguageClient, fake: FakeE
     editor = editor_of(client)
     fake.error = ("context_overflow", "prompt of 40000 tokens exceeds 32768")
     editor.open(URI, TEXT)
-    result = await editor.edit(URI, "rename")
+    result = await editor.edit(URI, RENAME)
     assert result["state"] == "failed" and "too large for the model's context" in result["summary"]
     assert any("40000 tokens" in m for m in editor.messages(types.MessageType.Error))
 
@@ -358,11 +440,11 @@ async def test_engine_down_then_back(client: LanguageClient, fake: FakeEngine):
     result = await command
     assert result["state"] == "failed" and editor.applied == []
     assert any("engine not reachable" in m for m in editor.messages(types.MessageType.Error))
-    down = await editor.edit(URI, "rename")
+    down = await editor.edit(URI, RENAME)
     assert down["state"] == "failed" and "blazedit engine serve" in down["summary"]
     await fake.start()
     fake.hold = False
-    assert (await editor.edit(URI, "rename"))["state"] == "applied"
+    assert (await editor.edit(URI, RENAME))["state"] == "applied"
 
 
 async def test_command_answers_early_and_applies_later(client: LanguageClient, fake: FakeEngine):

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from engine import cli, protocol
 from engine.cli import main
 
 TINY = ["--model", "tiny-random", "--max-new-tokens", "40"]
@@ -33,6 +34,7 @@ def test_json_reports_text_and_statistics(capsys, source):
     for key in ("text", "target_forward_passes", "draft_forward_passes", "drafted", "accepted",
                 "seconds", "chars_per_second"):
         assert key in data
+    assert [r["qualified_name"] for r in data["removed_definitions"]] == ([] if "def f(" in data["text"] else ["f"])
 
 
 @pytest.mark.parametrize("runtime", ["torch", pytest.param("llama.cpp", marks=pytest.mark.skipif(
@@ -95,3 +97,55 @@ def test_engine_commands_start_without_torch(tmp_path):
             f"status = main(['engine', 'status', '--engine', {str(tmp_path / 'none.sock')!r}]); "
             "assert status == 1, status; assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# ------------------------------------------------------------------ edits that remove definitions
+
+INVENTORY = "class Inventory:\n    def total(self):\n        return 0\n\n\ndef restock(inventory):\n    return 1\n"
+DROPPED = "class Inventory:\n    def total(self) -> int:\n        return 0\n"  # type hints, and no restock()
+WARNING = "blazedit: warning: the edit removes restock() (lines 6-7; the result stops before it)\n"
+
+
+@pytest.fixture
+def dropping(monkeypatch, tmp_path):
+    """inventory.py, and an engine (a daemon, to the CLI) that answers with DROPPED."""
+    monkeypatch.setattr(cli, "edit_via_daemon", lambda args, text, options: protocol.Done(
+        job_id="scripted", text=DROPPED, finish_reason="stop", stats=protocol.Stats()))
+    path = tmp_path / "inventory.py"
+    path.write_text(INVENTORY)
+    return path
+
+
+@pytest.mark.parametrize("output", [["--in-place"], ["-o", "out.py"]])
+def test_writing_refuses_an_edit_that_removes_a_definition(capsys, dropping, output):
+    output = [str(dropping.parent / o) if o.endswith(".py") else o for o in output]
+    status, out, err = edit(capsys, str(dropping), "-i", "add type hints", *output)
+    assert status == 3 and out == ""
+    assert err == ("blazedit: error: nothing written: the edit removes restock() (lines 6-7; the result stops "
+                   "before it); rerun with --allow-removals to write it anyway\n")
+    assert dropping.read_text() == INVENTORY
+    assert [p.name for p in dropping.parent.iterdir()] == ["inventory.py"]  # no out.py, no temp file
+
+
+def test_allow_removals_writes_and_warns(capsys, dropping):
+    status, _, err = edit(capsys, str(dropping), "-i", "add type hints", "--in-place", "--allow-removals")
+    assert status == 0 and err == WARNING and dropping.read_text() == DROPPED
+
+
+@pytest.mark.parametrize("mode", [["--diff"], []])
+def test_printing_warns_on_stderr(capsys, dropping, mode):
+    status, out, err = edit(capsys, str(dropping), "-i", "add type hints", *mode)
+    assert status == 0 and err == WARNING
+    assert ("-def restock(inventory):" in out) if mode else out == DROPPED
+
+
+def test_json_lists_the_removed_definitions(capsys, dropping):
+    status, out, err = edit(capsys, str(dropping), "-i", "add type hints", "--json")
+    assert status == 0 and err == ""
+    assert json.loads(out)["removed_definitions"] == [
+        {"name": "restock", "kind": "function", "qualified_name": "restock", "lines": [6, 7], "cut_off": True}]
+
+
+def test_naming_the_definition_in_the_instruction_allows_its_removal(capsys, dropping):
+    status, _, err = edit(capsys, str(dropping), "-i", "remove restock, add type hints", "--in-place")
+    assert status == 0 and err == "" and dropping.read_text() == DROPPED

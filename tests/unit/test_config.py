@@ -48,3 +48,12 @@ def test_changes_apply_over_base():
 def test_none_settings_keep_base():
     base, _ = parse({"model": "m"})
     assert parse(None, base) == (base, [])
+
+
+def test_guard_removals_is_one_of_three():
+    assert Config().guard_removals == "ask"
+    config, problems = parse({"guardRemovals": "keep"})
+    assert problems == [] and config.guard_removals == "keep"
+    config, problems = parse({"guardRemovals": "never"}, config)
+    assert config.guard_removals == "keep"  # a bad value keeps the previous one
+    assert problems == ["invalid setting 'guardRemovals': Invalid enum value 'never'; using \"keep\""]

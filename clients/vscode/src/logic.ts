@@ -13,6 +13,7 @@ export interface ServerSettings {
   maxFileBytes?: number;
   progressIntervalMs?: number;
   commandTimeoutMs?: number;
+  guardRemovals?: GuardRemovals;
   maxNewTokens?: number;
   maxNgram?: number;
   numTokens?: number;
@@ -25,7 +26,10 @@ export interface ServerSettings {
 export const METHODS = ['regular', 'pld', 'assisted', 'blazedit'] as const;
 export type Method = (typeof METHODS)[number];
 
-type Kind = 'string' | 'method' | 'strings' | 'positiveInt' | 'nonNegativeInt';
+export const GUARD_REMOVALS = ['ask', 'keep', 'allow'] as const;
+export type GuardRemovals = (typeof GUARD_REMOVALS)[number];
+
+type Kind = 'string' | 'method' | 'guardRemovals' | 'strings' | 'positiveInt' | 'nonNegativeInt';
 
 /** Server key -> how its value is checked. VS Code setting `blazedit.<key>` maps to server key `<key>`. */
 export const SERVER_KEYS: Readonly<Record<keyof ServerSettings, Kind>> = {
@@ -40,6 +44,7 @@ export const SERVER_KEYS: Readonly<Record<keyof ServerSettings, Kind>> = {
   maxFileBytes: 'positiveInt',
   progressIntervalMs: 'nonNegativeInt',
   commandTimeoutMs: 'nonNegativeInt',
+  guardRemovals: 'guardRemovals',
   maxNewTokens: 'positiveInt',
   maxNgram: 'positiveInt',
   numTokens: 'positiveInt',
@@ -55,14 +60,22 @@ export interface SettingsResult {
   problems: string[];
 }
 
-function check(kind: Kind, value: unknown): { ok: true; value: unknown } | { ok: false; why: string } {
+type Checked = { ok: true; value: unknown } | { ok: false; why: string };
+
+function oneOf(values: readonly string[], value: unknown): Checked {
+  return typeof value === 'string' && values.includes(value)
+    ? { ok: true, value }
+    : { ok: false, why: `expected one of ${values.join(', ')}` };
+}
+
+function check(kind: Kind, value: unknown): Checked {
   switch (kind) {
     case 'string':
       return typeof value === 'string' ? { ok: true, value } : { ok: false, why: 'expected a string' };
     case 'method':
-      return typeof value === 'string' && (METHODS as readonly string[]).includes(value)
-        ? { ok: true, value }
-        : { ok: false, why: `expected one of ${METHODS.join(', ')}` };
+      return oneOf(METHODS, value);
+    case 'guardRemovals':
+      return oneOf(GUARD_REMOVALS, value);
     case 'strings':
       return Array.isArray(value) && value.every((v) => typeof v === 'string')
         ? { ok: true, value: value.map((v: string) => v.trim()).filter((v: string) => v !== '') }

@@ -56,6 +56,7 @@ M.server_keys = {
   'maxFileBytes',
   'progressIntervalMs',
   'commandTimeoutMs',
+  'guardRemovals',
   'maxNewTokens',
   'maxNgram',
   'numTokens',

@@ -39,6 +39,7 @@ test('only explicitly set, valid settings reach the server', () => {
       instructionMarker: 'AI:',
       maxFileBytes: 200000,
       progressIntervalMs: 0,
+      guardRemovals: 'keep',
     }),
   );
   assert.deepEqual(settings, {
@@ -48,6 +49,7 @@ test('only explicitly set, valid settings reach the server', () => {
     instructionMarker: 'AI:',
     maxFileBytes: 200000,
     progressIntervalMs: 0,
+    guardRemovals: 'keep',
   });
   assert.deepEqual(problems, []);
   assert.deepEqual(serverSettings(fromMap({})), { settings: {}, problems: [] });
@@ -55,13 +57,21 @@ test('only explicitly set, valid settings reach the server', () => {
 
 test('invalid values are dropped with a message naming the setting', () => {
   const { settings, problems } = serverSettings(
-    fromMap({ method: 'fast', maxFileBytes: -1, progressIntervalMs: 1.5, presets: 'Add docs', engine: 3 }),
+    fromMap({
+      method: 'fast',
+      maxFileBytes: -1,
+      progressIntervalMs: 1.5,
+      presets: 'Add docs',
+      engine: 3,
+      guardRemovals: 'never',
+    }),
   );
   assert.deepEqual(settings, {});
-  assert.equal(problems.length, 5);
+  assert.equal(problems.length, 6);
   assert.match(problems.join('\n'), /blazedit\.method: expected one of regular, pld, assisted, blazedit/);
   assert.match(problems.join('\n'), /blazedit\.maxFileBytes: expected a positive integer/);
   assert.match(problems.join('\n'), /blazedit\.presets: expected a list of strings/);
+  assert.match(problems.join('\n'), /blazedit\.guardRemovals: expected one of ask, keep, allow/);
 });
 
 test('every server key is contributed as a blazedit.* setting, and nothing else but server.* and trace.*', () => {

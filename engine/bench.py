@@ -24,7 +24,7 @@ from typing import Callable
 import msgspec
 import torch
 
-from engine import prompts
+from engine import prompts, quality
 from engine.decoding.loop import Detokenizer, StopRule, Stopper
 from engine.session import Engine, max_new_tokens_for
 
@@ -87,6 +87,10 @@ class Record:
     first_divergence: int | None
     copy_ratio: float  # share of the output copied from the input file
     oracle_seconds: float
+    unchanged: bool  # edit quality (quality.py): the output is the input file
+    parses: bool | None
+    removed_definitions: list[str]
+    tests_pass: bool | None
 
 
 def copy_ratio(before: str, after: str) -> float:
@@ -277,8 +281,18 @@ def summarize(records: list[Record], methods: list[str]) -> dict:
             "identity_rate": (sum(r.identical for r in compared) / len(compared)) if compared else None,
             "oracle_ratio": statistics.fmean(r.seconds / r.oracle_seconds for r in rows),
             "items": len(rows),
+            "noop_rate": _rate(r.unchanged for r in rows),
+            "drop_rate": _rate(bool(r.removed_definitions) for r in rows),
+            "parse_rate": _rate(r.parses for r in rows),
+            "pass_rate": _rate(r.tests_pass for r in rows),
         }
     return summary
+
+
+def _rate(flags) -> float | None:
+    """Share of True among the flags that are not None; None if all are."""
+    known = [f for f in flags if f is not None]
+    return sum(known) / len(known) if known else None
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -320,6 +334,7 @@ def run_bench(engine: Engine, load_engine: Callable[[str], Engine], items: list[
             if divergence is None and reference is not None and len(tokens) != len(reference):
                 divergence = min(len(tokens), len(reference))
             ratio = copy_ratio(item["before"], text)
+            judged = quality.assess(item, text)
             records.append(Record(
                 item=item["id"], method=method, seconds=seconds,
                 chars_per_second=len(text) / seconds if seconds else 0.0, tokens=len(tokens),
@@ -331,6 +346,8 @@ def run_bench(engine: Engine, load_engine: Callable[[str], Engine], items: list[
                 identical=None if reference is None else divergence is None,
                 first_divergence=divergence, copy_ratio=ratio,
                 oracle_seconds=oracle_seconds(costs, stats.get("prompt_tokens", 0), len(tokens), ratio),
+                unchanged=judged.unchanged, parses=judged.parses, removed_definitions=judged.removed,
+                tests_pass=judged.tests_pass,
             ))
         _write(out, records, methods, costs, command, engine)
     return summarize(records, methods)
@@ -367,6 +384,12 @@ def _markdown(data: dict) -> str:
                      f"{'–' if s['identity_rate'] is None else format(s['identity_rate'], '.0%')} | "
                      f"{s['oracle_ratio']:.2f} |")
     lines += ["", f"Best transformers PLD configuration: `{best_hf_pld}`." if best_hf_pld else "", "",
+              "## Edit quality", "", "Unchanged: the output is the input file (no edit made). Drops: outputs that "
+              "removed a definition the instruction does not name (engine/guard.py). Pass: the item's own tests "
+              "pass on the output (HumanEvalFix).", "",
+              "| method | unchanged | drops | parses | tests pass |", "|---|---|---|---|---|",
+              *(f"| {method} | {_pct(s['noop_rate'])} | {_pct(s['drop_rate'])} | {_pct(s['parse_rate'])} | "
+                f"{_pct(s['pass_rate'])} |" for method, s in summary.items()), "",
               "## Items", "", "| item | method | s | chars/s | tokens | target passes | drafted / accepted | "
               "copy ratio | finish | identical (first divergence) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in data["records"]:
@@ -376,6 +399,10 @@ def _markdown(data: dict) -> str:
                      f"{r['tokens']} | {r['target_forward_passes'] or '–'} | {drafted} | {r['copy_ratio']:.3f} | "
                      f"{r['finish_reason']} | {ident} |")
     return "\n".join(lines) + "\n"
+
+
+def _pct(rate: float | None) -> str:
+    return "–" if rate is None else format(rate, ".0%")
 
 
 def _plot(records: list[Record], methods: list[str], path: Path) -> None:

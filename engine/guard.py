@@ -196,6 +196,12 @@ def definitions(text: str, language: str | None) -> list[Definition]:
     return _parse(text, language_of(language))[0]
 
 
+def parses(text: str, language: str | None) -> bool | None:
+    """Whether ``text`` parses without a syntax error; None for a language without a grammar."""
+    language = language_of(language)
+    return None if language is None else _parse(text, language)[1]
+
+
 def _parse(text: str, language: str | None) -> tuple[list[Definition], bool]:
     """The definitions, and whether the text parsed without a syntax error."""
     if language is None:

@@ -35,8 +35,10 @@ def test_llama_cpp_passes_score_exactly_as_one_token_steps(tmp_path):
     a pass over k tokens gives bit-identical scores to k one-token steps. Fails on a
     llama.cpp built with llamafile's sgemm (the README's install turns it off)."""
     pytest.importorskip("llama_cpp")
-    from engine.runtimes.llama_runtime import LlamaRuntime, LlamaWeights
+    from engine.runtimes.llama_runtime import REBUILD, LlamaRuntime, LlamaWeights, batch_invariant
     from engine.tiny_gguf import write_tiny_gguf
+
+    assert batch_invariant(), f"llama-cpp-python was built with llamafile's sgemm; rebuild it: {REBUILD}"
 
     model, tok = models._tiny_random(0)
     path = tmp_path / "tiny.gguf"

@@ -1,0 +1,86 @@
+"""Edit quality under prompt variants, side by side on the same loaded models.
+
+Each variant replaces the system message and/or the text around the instruction
+(engine/prompts.py), then every item is edited once per variant (greedy, `blazedit`, so the
+output is the target's own) and judged by engine/quality.py: unchanged (no edit made),
+dropped definitions, parses, and the item's own tests where it has them.
+
+    python bench/prompt_quality.py bench/data/edits-humanevalfix.jsonl --spread 24 \
+        --out bench/results/prompt-quality
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from engine import prompts, quality
+from engine.bench import load_items
+from engine.session import Engine
+
+VARIANTS = {
+    "current": {},
+    "must-change": {"SYSTEM": (
+        "You are a precise code editor. You receive a file and an instruction. Apply the instruction: "
+        "make the change it asks for, even if it is small. Reply with the complete edited file in one code "
+        "block. Keep every line and every definition you were not asked to change exactly as it was; never "
+        "leave out or shorten any part of the file.")},
+    "instruction-named-first": {"AFTER_FILE": "\n\nApply this instruction to the file above: "},
+}
+
+
+def run(engine: Engine, items: list[dict], variant: dict) -> list[dict]:
+    saved = {name: getattr(prompts, name) for name in variant}
+    for name, value in variant.items():
+        setattr(prompts, name, value)
+    try:
+        rows = []
+        for item in items:
+            engine.forget()
+            start = time.perf_counter()
+            *_, result = engine.edit(item["before"], item["instruction"], path=item["path"], method="blazedit")
+            judged = quality.assess(item, result.text)
+            rows.append({"item": item["id"], "seconds": time.perf_counter() - start, "tokens": len(result.tokens),
+                         "finish_reason": result.finish_reason, **judged.__dict__})
+        return rows
+    finally:
+        for name, value in saved.items():
+            setattr(prompts, name, value)
+
+
+def summary(rows: list[dict]) -> dict:
+    def rate(key):
+        known = [r[key] for r in rows if r[key] is not None]
+        return sum(map(bool, known)) / len(known) if known else None
+    return {"items": len(rows), "noop_rate": rate("unchanged"), "drop_rate": rate("removed"),
+            "parse_rate": rate("parses"), "pass_rate": rate("tests_pass"),
+            "seconds": sum(r["seconds"] for r in rows)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset", type=Path)
+    parser.add_argument("--spread", type=int, default=24)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--runtime", default=None)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    items = load_items(args.dataset, None, None, args.spread)
+    engine = Engine.load(runtime=args.runtime, threads=2)
+    results = {}
+    for name in args.variants:  # one variant after another on the same engine
+        results[name] = {"rows": run(engine, items, VARIANTS[name])}
+        results[name]["summary"] = summary(results[name]["rows"])
+        print(name, json.dumps(results[name]["summary"]), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    command = "python bench/prompt_quality.py " + " ".join(
+        [str(args.dataset), "--spread", str(args.spread), "--variants", *args.variants, "--out", str(args.out)]
+        + (["--runtime", args.runtime] if args.runtime else []))
+    (args.out / "results.json").write_text(json.dumps({"command": command, "variants": VARIANTS,
+                                                       "results": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -14,7 +14,7 @@ import time
 import pytest
 from daemon_harness import TIMEOUT, DaemonProcess, RawConnection, Reference, check_job_stream
 
-from blazedit_lsp.engine_client import EngineClient
+from engine.client import EngineClient
 from engine import protocol
 
 pytestmark = pytest.mark.timeout(120)

@@ -2,7 +2,7 @@
 and .jobs): guards that ask first, line endings, progress numbers."""
 
 from blazedit_lsp.editing import describe_engine_error, guard, keep_line_endings
-from blazedit_lsp.jobs import percentage, progress_message
+from blazedit_lsp.progress import percentage, progress_message
 from engine import protocol
 
 FILE = "import os\n\n\ndef a():\n    return 1\n\n\ndef b():\n    return 2\n"

@@ -13,6 +13,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
 from engine import protocol
+from engine.client import EngineClient
 from engine.guard import ASKS_TO_DELETE, Removal, keep_removed, language_of, removed_definitions
 
 from .edits import RebaseConflict, rebase, split_lines, text_edits
@@ -64,25 +65,6 @@ def guard(sent: str, result: str, finish_reason: str, instruction: str) -> str |
     if lines >= 3 and kept < MASS_DELETION * had and not ASKS_TO_DELETE.search(instruction):
         return f"the edit deletes most of the file ({had - kept} of {had} characters)"
     return None
-
-
-def _crlf_only(text: str) -> bool:
-    return "\r\n" in text and text.count("\r") == text.count("\n") == text.count("\r\n")
-
-
-def _lf_only(text: str) -> bool:
-    return "\n" in text and "\r" not in text
-
-
-def keep_line_endings(sent: str, result: str) -> str:
-    """The result in the file's line-ending style, when a model answered a
-    CRLF file in LF (or the reverse). Anything less clear-cut is left alone:
-    a stray "\r" in the output is content, not a style."""
-    if _crlf_only(sent) and _lf_only(result):
-        return result.replace("\n", "\r\n")
-    if _lf_only(sent) and _crlf_only(result):
-        return result.replace("\r\n", "\n")
-    return result
 
 
 async def run(ls: Host, job: LspJob) -> None:
@@ -151,7 +133,7 @@ async def _generate(ls: Host, job: LspJob, progress: LspProgress) -> protocol.Do
             stream.cancel()
 
 
-async def _cancel_engine_job(client, job: LspJob, stream: asyncio.Future) -> None:
+async def _cancel_engine_job(client: EngineClient, job: LspJob, stream: asyncio.Future) -> None:
     """Ask the engine to stop the job and wait (bounded) for its end."""
     try:
         await client.cancel(job.id)
@@ -165,8 +147,7 @@ async def _cancel_engine_job(client, job: LspJob, stream: asyncio.Future) -> Non
         log.debug("engine job %s ended with an error after its cancel", job.id, exc_info=True)
 
 
-async def _consume(client, request: protocol.Edit, job: LspJob, progress: LspProgress) -> protocol.Done:
-    chars = 0
+async def _consume(client: EngineClient, request: protocol.Edit, job: LspJob, progress: LspProgress) -> protocol.Done:
     async for msg in client.edit(request):
         if isinstance(msg, protocol.Queued):
             progress.message(f"queued ({msg.position} ahead)")
@@ -175,8 +156,7 @@ async def _consume(client, request: protocol.Edit, job: LspJob, progress: LspPro
             progress.message(f"generating ({msg.prompt_tokens} prompt tokens{cached})")
         elif isinstance(msg, protocol.Progress):
             job.stats = msg.stats
-            chars = max(chars + len(msg.text), msg.chars)
-            progress.report(msg.stats, chars, msg.tokens_per_second)
+            progress.report(msg.stats, msg.chars, msg.tokens_per_second)
         elif isinstance(msg, protocol.Done):
             job.stats = msg.stats
             return msg
@@ -186,7 +166,7 @@ async def _consume(client, request: protocol.Edit, job: LspJob, progress: LspPro
 
 
 async def _deliver(ls: Host, job: LspJob, done: protocol.Done) -> tuple[str, str]:
-    result = keep_line_endings(job.sent, done.text)
+    result = done.text  # in the file's line endings: the engine restores them (engine/prompts.py)
     if result == job.sent:
         return "unchanged", "no changes"
     if (reason := guard(job.sent, result, done.finish_reason, job.instruction)) is not None:

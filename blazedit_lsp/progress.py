@@ -5,12 +5,10 @@ clients without work-done progress."""
 from __future__ import annotations
 
 import logging
-import time
-from typing import Callable
-
 from lsprotocol import types
 
 from engine import protocol
+from engine.throttle import Throttle
 
 from .host import Host
 from .jobs import LspJob
@@ -36,10 +34,9 @@ class LspProgress:
     """$/progress for one job, throttled; window/logMessage when the client
     has no work-done progress."""
 
-    def __init__(self, ls: Host, job: LspJob, interval_ms: int, clock: Callable[[], float] = time.monotonic):
-        self._ls, self._job, self._clock = ls, job, clock
-        self._interval = interval_ms / 1000
-        self._last = float("-inf")
+    def __init__(self, ls: Host, job: LspJob, interval_ms: int):
+        self._ls, self._job = ls, job
+        self._throttle = Throttle(interval_ms / 1000)
         self._percent = 0
         self._lsp = False
 
@@ -56,12 +53,10 @@ class LspProgress:
         else:
             self._log(f"{title}: started")
 
-    def report(self, stats: protocol.Stats, chars: int, tokens_per_second: float, force: bool = False) -> bool:
+    def report(self, stats: protocol.Stats, chars: int, tokens_per_second: float) -> bool:
         """Send a report unless one went out less than the interval ago."""
-        now = self._clock()
-        if not force and now - self._last < self._interval:
+        if not self._throttle.ready():
             return False
-        self._last = now
         self._percent = max(self._percent, percentage(chars, len(self._job.sent)))
         message = progress_message(stats, tokens_per_second)
         if self._lsp:

@@ -140,7 +140,7 @@ def run_edit(args: argparse.Namespace) -> int:
                 if isinstance(event, Result):
                     result = event
                 else:
-                    progress.update(event.text, event.stats)
+                    progress.update(event.chars, event.stats)
     except EngineError as exc:
         raise CliError(exc.message) from None
     return report(args, text, result)

@@ -320,8 +320,7 @@ class Daemon:
         log.info("client %r connected from %s", hello.client, conn.peer)
         conn.send(protocol.Welcome(
             protocol=protocol.PROTOCOL_VERSION, version=package_version(), target=self.engine.target,
-            draft=self.engine.draft, methods=list(self.engine.methods),
-            max_document_bytes=self.options.max_document_bytes))
+            draft=self.engine.draft))
         return True
 
     async def _serve(self, conn: DaemonConnection) -> None:

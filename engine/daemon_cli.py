@@ -121,7 +121,7 @@ def describe_status(s: protocol.StatusReply) -> list[str]:
         f"engine daemon {s.version}, pid {s.pid}, up {_duration(s.uptime_seconds)}, on {s.address}",
         f"  target:  {model(s.target)}",
         f"  draft:   {model(s.draft)}",
-        f"  queue:   {s.concurrency}; {len(running)} running, {len(s.jobs) - len(running)} queued, "
+        f"  queue:   one decoding job at a time; {len(running)} running, {len(s.jobs) - len(running)} queued, "
         f"{s.jobs_accepted} accepted since start",
     ]
     lines += [f"    {j.state:8} {j.job_id}  {j.document or ''}  {j.tokens} tokens" for j in s.jobs]
@@ -191,7 +191,7 @@ def edit_via_daemon(args: argparse.Namespace, text: str, options: protocol.Decod
                     case protocol.Queued(position=position):
                         progress.status(f"queued behind {position} job(s)")
                     case protocol.Progress():
-                        progress.update(message.text, message.stats)
+                        progress.update(message.chars, message.stats)
                     case protocol.Done():
                         return message
                     case protocol.Error():

@@ -26,8 +26,7 @@ REQUESTS = [
     protocol.Shutdown(),
 ]
 REPLIES = [
-    protocol.Welcome(protocol=protocol.PROTOCOL_VERSION, version="0.1", target=MODEL, draft=None,
-                     methods=["regular", "pld"], max_document_bytes=1000),
+    protocol.Welcome(protocol=protocol.PROTOCOL_VERSION, version="0.1", target=MODEL, draft=None),
     protocol.Queued(job_id="j1", position=2),
     protocol.Started(job_id="j1", queue_position=2, prompt_tokens=10, cached_tokens=9),
     protocol.Progress(job_id="j1", text="x =", chars=3, tokens_per_second=1.5, stats=STATS),

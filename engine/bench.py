@@ -8,6 +8,9 @@ and the same prompt: transformers' own ``generate()`` (``hf-*``) and llama.cpp's
 so all stop at the same token. Speed is characters of the produced file per second
 of wall time, prefill included (as in the original work). Identity is measured
 against ``regular`` on the same runtime.
+
+The harness lives in the package because ``blazedit bench`` runs it; bench/ holds
+the datasets, the committed results and one-off experiment scripts run from a checkout.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ HEAVY = ("torch", "transformers", "llama_cpp", "matplotlib", "gguf", "accelerate
 
 TORCH_FREE = (
     "engine.protocol", "engine.address", "engine.catalogue", "engine.guard", "engine.client",
-    "engine.cli", "engine.cli_base", "engine.daemon_cli", "engine.edit_progress", "engine.daemon",
+    "engine.cli", "engine.cli_base", "engine.daemon_cli", "engine.edit_progress", "engine.daemon", "engine.throttle",
     "engine.decoding.strategies", "engine.decoding.loop",
 )
 """What the language server, and the CLI until a command needs the engine, may import."""

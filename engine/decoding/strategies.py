@@ -229,6 +229,8 @@ class Blazedit:
 
 
 class _Inputs(NamedTuple):
+    """What the factories choose from."""
+
     options: DecodingOptions
     draft: CachedModel | None
     eos: set[int]
@@ -239,6 +241,8 @@ class _Inputs(NamedTuple):
 
 @dataclass(frozen=True)
 class DecodingMethod:
+    """How to make a method's strategy, and whether it needs the draft model."""
+
     make: Callable[[_Inputs], Strategy]
     needs_draft: bool
 

@@ -20,7 +20,6 @@ from .edits import split_lines
 EDIT_FILE = "blazedit.editFile"
 CANCEL = "blazedit.cancel"
 STATUS = "blazedit.status"
-COMMANDS = (EDIT_FILE, CANCEL, STATUS)
 
 KIND = "refactor.rewrite.blazedit"
 """Under refactor.rewrite, so clients filtering on refactor(.rewrite) list

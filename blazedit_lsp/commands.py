@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
 from . import actions, editing
-from .engine_link import unavailable_errors
-from .jobs import Job
-
-if TYPE_CHECKING:
-    from .server import BlazeditServer
+from .engine_link import UNREACHABLE
+from .host import Host
+from .jobs import LspJob
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +34,7 @@ class CancelArgs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """None: cancel every running edit."""
 
 
-def _parse(ls: BlazeditServer, command: str, args: tuple[Any, ...], kind: type, shape: str) -> Any:
+def _parse(ls: Host, command: str, args: tuple[Any, ...], kind: type, shape: str) -> Any:
     """The one argument object, or JsonRpcInvalidParams after telling the user."""
     try:
         if len(args) > 1:
@@ -48,12 +46,12 @@ def _parse(ls: BlazeditServer, command: str, args: tuple[Any, ...], kind: type, 
         raise JsonRpcInvalidParams(message=message) from None
 
 
-def _reject(ls: BlazeditServer, message: str) -> dict[str, Any]:
+def _reject(ls: Host, message: str) -> dict[str, Any]:
     ls.tell(types.MessageType.Warning, f"Blazedit: {message}")
     return {"state": "rejected", "message": message}
 
 
-async def edit_file(ls: BlazeditServer, args: tuple[Any, ...]) -> dict[str, Any]:
+async def edit_file(ls: Host, args: tuple[Any, ...]) -> dict[str, Any]:
     """Start an edit job; answer when it ends or after commandTimeoutMs,
     whichever comes first (the edit is applied through workspace/applyEdit
     either way)."""
@@ -71,7 +69,7 @@ async def edit_file(ls: BlazeditServer, args: tuple[Any, ...]) -> dict[str, Any]
     resolved = actions.resolve(doc.source, a.instruction, ls.config)
     if resolved is None:
         return _reject(ls, actions.HOW_TO_INSTRUCT.format(marker=ls.config.instruction_marker))
-    job = Job(uri=doc.uri, version=doc.version, base=doc.source, sent=resolved.text, instruction=resolved.instruction)
+    job = LspJob(uri=doc.uri, base=doc.source, sent=resolved.text, instruction=resolved.instruction)
     ls.jobs.add(job)
     log.info("job %s: %s %r (instruction from %s)", job.id, doc.uri, job.instruction, resolved.source)
     job.task = asyncio.create_task(editing.run(ls, job))
@@ -79,14 +77,14 @@ async def edit_file(ls: BlazeditServer, args: tuple[Any, ...]) -> dict[str, Any]
     return {"jobId": job.id, "state": job.state, "summary": job.summary}
 
 
-async def _wait(job: Job, timeout: float) -> None:
+async def _wait(job: LspJob, timeout: float) -> None:
     try:
         await asyncio.wait_for(job.finished.wait(), timeout)
     except asyncio.TimeoutError:
         log.info("job %s still running; answering its command now", job.id)
 
 
-async def cancel(ls: BlazeditServer, args: tuple[Any, ...]) -> dict[str, Any]:
+async def cancel(ls: Host, args: tuple[Any, ...]) -> dict[str, Any]:
     """Cancel the edit of a document (or all) and wait for it to stop."""
     a = _parse(ls, actions.CANCEL, args, CancelArgs, "{uri?}")
     jobs = ls.jobs.cancel(a.uri, "cancelled by blazedit.cancel")
@@ -96,7 +94,7 @@ async def cancel(ls: BlazeditServer, args: tuple[Any, ...]) -> dict[str, Any]:
     return {"cancelled": [job.id for job in jobs]}
 
 
-async def status(ls: BlazeditServer, args: tuple[Any, ...]) -> dict[str, Any]:
+async def status(ls: Host, args: tuple[Any, ...]) -> dict[str, Any]:
     """Engine and job status, shown to the user and returned."""
     result: dict[str, Any] = {"engine": ls.config.engine, "jobs": [_job_info(j) for j in ls.jobs.running()]}
     try:
@@ -104,7 +102,7 @@ async def status(ls: BlazeditServer, args: tuple[Any, ...]) -> dict[str, Any]:
         reply = await client.status()
         result["daemon"] = msgspec.to_builtins(reply)
         engine = _engine_line(reply)
-    except unavailable_errors() as e:
+    except UNREACHABLE as e:
         await ls.engine.drop()
         result["error"] = str(e)
         engine = f"engine not reachable: {e}"
@@ -113,7 +111,7 @@ async def status(ls: BlazeditServer, args: tuple[Any, ...]) -> dict[str, Any]:
     return result
 
 
-def _job_info(job: Job) -> dict[str, Any]:
+def _job_info(job: LspJob) -> dict[str, Any]:
     return {"jobId": job.id, "uri": job.uri, "instruction": job.instruction, "tokens": job.stats.tokens if job.stats else 0}
 
 

@@ -19,7 +19,6 @@ log = logging.getLogger(__name__)
 SECTION = "blazedit"
 """Settings may come wrapped in this section (VS Code style) or bare."""
 
-Positive = Annotated[int, msgspec.Meta(ge=1)]
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 _DECODING = protocol.DecodingOptions()  # the one source of the method knobs' defaults
 
@@ -37,20 +36,20 @@ class Config(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only
     draft: str | None = None
     """Draft model spec (None: the engine's default)."""
     method: protocol.Method = "blazedit"
-    max_new_tokens: Positive | None = _DECODING.max_new_tokens
-    max_ngram: Positive = _DECODING.max_ngram
-    num_tokens: Positive = _DECODING.num_tokens
-    assisted_start_tokens: Positive = _DECODING.assisted_start_tokens
-    micro_draft_tokens: Positive = _DECODING.micro_draft_tokens
-    max_num_run: Positive = _DECODING.max_num_run
-    max_draft_tokens: Positive = _DECODING.max_draft_tokens
+    max_new_tokens: protocol.Positive | None = _DECODING.max_new_tokens
+    max_ngram: protocol.Positive = _DECODING.max_ngram
+    num_tokens: protocol.Positive = _DECODING.num_tokens
+    assisted_start_tokens: protocol.Positive = _DECODING.assisted_start_tokens
+    micro_draft_tokens: protocol.Positive = _DECODING.micro_draft_tokens
+    max_num_run: protocol.Positive = _DECODING.max_num_run
+    max_draft_tokens: protocol.Positive = _DECODING.max_draft_tokens
     presets: list[NonEmpty] = msgspec.field(default_factory=lambda: ["add docstrings", "add type hints", "fix bugs"])
     """One code action per preset instruction."""
     default_instruction: str = ""
     """Used when an edit has no instruction from its arguments or a comment."""
     instruction_marker: NonEmpty = "AI:"
     """Comment lines starting with this marker give the instruction."""
-    max_file_bytes: Positive = 256 * 1024
+    max_file_bytes: protocol.Positive = 256 * 1024
     progress_interval_ms: Annotated[int, msgspec.Meta(ge=0)] = 250
     command_timeout_ms: Annotated[int, msgspec.Meta(ge=0)] = 100_000
     """How long blazedit.editFile may hold its request open before answering
@@ -109,7 +108,3 @@ def _reason(error: msgspec.ValidationError) -> str:
 def _show(value: Any) -> str:
     return "the default" if value is None else msgspec.json.encode(value).decode()
 
-
-def to_dict(config: Config) -> dict[str, Any]:
-    """camelCase dict, as in the settings (for status and docs)."""
-    return msgspec.to_builtins(config)

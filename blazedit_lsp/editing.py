@@ -8,20 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
 from engine import protocol
+from engine.client import EngineClient
 from engine.guard import ASKS_TO_DELETE, Removal, keep_removed, language_of, removed_definitions
 
 from .edits import RebaseConflict, rebase, split_lines, text_edits
-from .engine_link import unavailable_errors
-from .jobs import Job, Progress
-
-if TYPE_CHECKING:
-    from .server import BlazeditServer
+from .engine_link import UNREACHABLE
+from .host import Host
+from .jobs import LspJob
+from .progress import LspProgress
 
 log = logging.getLogger(__name__)
 
@@ -68,28 +67,9 @@ def guard(sent: str, result: str, finish_reason: str, instruction: str) -> str |
     return None
 
 
-def _crlf_only(text: str) -> bool:
-    return "\r\n" in text and text.count("\r") == text.count("\n") == text.count("\r\n")
-
-
-def _lf_only(text: str) -> bool:
-    return "\n" in text and "\r" not in text
-
-
-def keep_line_endings(sent: str, result: str) -> str:
-    """The result in the file's line-ending style, when a model answered a
-    CRLF file in LF (or the reverse). Anything less clear-cut is left alone:
-    a stray "\r" in the output is content, not a style."""
-    if _crlf_only(sent) and _lf_only(result):
-        return result.replace("\n", "\r\n")
-    if _lf_only(sent) and _crlf_only(result):
-        return result.replace("\r\n", "\n")
-    return result
-
-
-async def run(ls: BlazeditServer, job: Job) -> None:
+async def run(ls: Host, job: LspJob) -> None:
     """The whole job, ending its progress whatever happens (a task boundary)."""
-    progress = Progress(ls, job, ls.config.progress_interval_ms)
+    progress = LspProgress(ls, job, ls.config.progress_interval_ms)
     state, summary = "failed", "failed"
     try:
         title = job.instruction if len(job.instruction) <= 60 else job.instruction[:59] + "…"
@@ -99,7 +79,7 @@ async def run(ls: BlazeditServer, job: Job) -> None:
             state, summary = "cancelled", f"cancelled ({job.cancel_reason or 'by the engine'})"
         else:
             state, summary = await _deliver(ls, job, done)
-    except unavailable_errors() as e:
+    except UNREACHABLE as e:
         await ls.engine.drop()
         summary = f"engine not reachable: {e}"
         ls.tell(types.MessageType.Error, summary)
@@ -120,7 +100,7 @@ async def run(ls: BlazeditServer, job: Job) -> None:
         progress.end(summary)
 
 
-async def _generate(ls: BlazeditServer, job: Job, progress: Progress) -> protocol.Done | None:
+async def _generate(ls: Host, job: LspJob, progress: LspProgress) -> protocol.Done | None:
     """The engine's Done, or None when the job was cancelled."""
     if not ls.engine.connected:
         progress.message("connecting to the engine (the first edit may start it and load the model)")
@@ -153,7 +133,7 @@ async def _generate(ls: BlazeditServer, job: Job, progress: Progress) -> protoco
             stream.cancel()
 
 
-async def _cancel_engine_job(client, job: Job, stream: asyncio.Future) -> None:
+async def _cancel_engine_job(client: EngineClient, job: LspJob, stream: asyncio.Future) -> None:
     """Ask the engine to stop the job and wait (bounded) for its end."""
     try:
         await client.cancel(job.id)
@@ -167,8 +147,7 @@ async def _cancel_engine_job(client, job: Job, stream: asyncio.Future) -> None:
         log.debug("engine job %s ended with an error after its cancel", job.id, exc_info=True)
 
 
-async def _consume(client, request: protocol.Edit, job: Job, progress: Progress) -> protocol.Done:
-    chars = 0
+async def _consume(client: EngineClient, request: protocol.Edit, job: LspJob, progress: LspProgress) -> protocol.Done:
     async for msg in client.edit(request):
         if isinstance(msg, protocol.Queued):
             progress.message(f"queued ({msg.position} ahead)")
@@ -177,8 +156,7 @@ async def _consume(client, request: protocol.Edit, job: Job, progress: Progress)
             progress.message(f"generating ({msg.prompt_tokens} prompt tokens{cached})")
         elif isinstance(msg, protocol.Progress):
             job.stats = msg.stats
-            chars = max(chars + len(msg.text), msg.chars)
-            progress.report(msg.stats, chars, msg.tokens_per_second)
+            progress.report(msg.stats, msg.chars, msg.tokens_per_second)
         elif isinstance(msg, protocol.Done):
             job.stats = msg.stats
             return msg
@@ -187,8 +165,8 @@ async def _consume(client, request: protocol.Edit, job: Job, progress: Progress)
     raise EngineJobError("internal", "the engine ended the job without a result")
 
 
-async def _deliver(ls: BlazeditServer, job: Job, done: protocol.Done) -> tuple[str, str]:
-    result = keep_line_endings(job.sent, done.text)
+async def _deliver(ls: Host, job: LspJob, done: protocol.Done) -> tuple[str, str]:
+    result = done.text  # in the file's line endings: the engine restores them (engine/prompts.py)
     if result == job.sent:
         return "unchanged", "no changes"
     if (reason := guard(job.sent, result, done.finish_reason, job.instruction)) is not None:
@@ -203,7 +181,7 @@ async def _deliver(ls: BlazeditServer, job: Job, done: protocol.Done) -> tuple[s
     return await _apply(ls, job, result)
 
 
-async def _settle_removals(ls: BlazeditServer, job: Job, result: str, removals: list[Removal]) -> str | None:
+async def _settle_removals(ls: Host, job: LspJob, result: str, removals: list[Removal]) -> str | None:
     """The guardRemovals policy: the text to apply (the result as it is, or
     with the removed definitions kept), or None to apply nothing."""
     policy = ls.config.guard_removals
@@ -229,7 +207,7 @@ async def _settle_removals(ls: BlazeditServer, job: Job, result: str, removals: 
     return {APPLY: result, keep: kept}.get(choice)
 
 
-async def _confirm(ls: BlazeditServer, job: Job, reason: str) -> bool:
+async def _confirm(ls: Host, job: LspJob, reason: str) -> bool:
     """Whether the user says Apply to a result a guard stopped."""
     try:
         return await _ask(ls, job, f"Blazedit: {reason}. Apply the edit anyway?", [APPLY, DISCARD]) == APPLY
@@ -238,7 +216,7 @@ async def _confirm(ls: BlazeditServer, job: Job, reason: str) -> bool:
         return False
 
 
-async def _ask(ls: BlazeditServer, job: Job, message: str, titles: list[str]) -> str | None:
+async def _ask(ls: Host, job: LspJob, message: str, titles: list[str]) -> str | None:
     """The action the user picks (window/showMessageRequest); None when the
     question is dismissed or the job cancelled meanwhile. Raises when the
     request fails."""
@@ -257,7 +235,7 @@ async def _ask(ls: BlazeditServer, job: Job, message: str, titles: list[str]) ->
     return item.title if item is not None else None
 
 
-async def _apply(ls: BlazeditServer, job: Job, result: str) -> tuple[str, str]:
+async def _apply(ls: Host, job: LspJob, result: str) -> tuple[str, str]:
     """Rebase on the current text, send one versioned edit, retry if the
     user typed while the client was applying it."""
     for _ in range(APPLY_ATTEMPTS):
@@ -293,7 +271,7 @@ async def _apply(ls: BlazeditServer, job: Job, result: str) -> tuple[str, str]:
     return "refused", "not applied: the document kept changing"
 
 
-def _workspace_edit(ls: BlazeditServer, uri: str, version: int | None, edits: list[types.TextEdit]) -> types.WorkspaceEdit:
+def _workspace_edit(ls: Host, uri: str, version: int | None, edits: list[types.TextEdit]) -> types.WorkspaceEdit:
     """A versioned TextDocumentEdit, or plain `changes` for clients without
     documentChanges (checked against the version just before sending)."""
     caps = ls.client_capabilities.workspace

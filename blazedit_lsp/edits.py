@@ -48,22 +48,12 @@ def split_lines(text: str) -> list[str]:
     return _LINE.findall(text)
 
 
-def detect_eol(text: str) -> str:
-    """The dominant line ending of ``text`` ("\\n" when there is none)."""
-    crlf = text.count("\r\n")
-    lf = text.count("\n") - crlf
-    cr = text.count("\r") - crlf
-    best = max((crlf, "\r\n"), (lf, "\n"), (cr, "\r"))
-    return best[1] if best[0] else "\n"
-
-
-def with_eol(text: str, eol: str) -> str:
-    """``text`` with every line ending replaced by ``eol`` (keeps the file's
-    line endings when the model answers with another style)."""
-    return "".join(
-        line.rstrip("\r\n") + eol if line.endswith(("\n", "\r")) else line
-        for line in split_lines(text)
-    )
+def _line_starts(lines: Sequence[str]) -> list[int]:
+    """The offset where each line starts, and the text's length last."""
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line))
+    return starts
 
 
 def apply_splices(old: str, splices: Sequence[Splice]) -> str:
@@ -122,9 +112,7 @@ def diff(old: str, new: str) -> list[Splice]:
     """Minimal splices turning ``old`` into ``new``: lines first, then
     characters inside each changed hunk. Sorted, non-overlapping."""
     a, b = split_lines(old), split_lines(new)
-    starts = [0]
-    for line in a:
-        starts.append(starts[-1] + len(line))
+    starts = _line_starts(a)
     splices: list[Splice] = []
     matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
@@ -142,9 +130,7 @@ def to_text_edits(old: str, splices: Sequence[Splice], encoding: str | None) -> 
     """Map code-point splices on ``old`` to TextEdits in the client's encoding."""
     codec = PositionCodec(encoding or types.PositionEncodingKind.Utf16)
     lines = split_lines(old)
-    starts = [0]
-    for line in lines:
-        starts.append(starts[-1] + len(line))
+    starts = _line_starts(lines)
     edits: list[types.TextEdit] = []
 
     def position(offset: int) -> types.Position:
@@ -212,9 +198,7 @@ def apply_text_edits(text: str, edits: Sequence[types.TextEdit], encoding: str |
     code units of ``encoding``; a character past a line's end is its end."""
     codec = PositionCodec(encoding or types.PositionEncodingKind.Utf16)
     lines = split_lines(text)
-    starts = [0]
-    for line in lines:
-        starts.append(starts[-1] + len(line))
+    starts = _line_starts(lines)
 
     def offset(pos: types.Position) -> int:
         if pos.line >= len(lines):

@@ -9,33 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable
+from typing import Callable
+
+from engine.client import EngineClient, EngineUnavailable
 
 from .config import Config
 
 log = logging.getLogger(__name__)
 
-
-def _default_factory(**kwargs: Any) -> Any:
-    from .engine_client import EngineClient  # no torch: the client only speaks the protocol
-
-    return EngineClient(**kwargs)
-
-
-def unavailable_errors() -> tuple[type[BaseException], ...]:
-    """The client library's EngineUnavailable, plus connection errors it may let through."""
-    errors: tuple[type[BaseException], ...] = (ConnectionError, EOFError, asyncio.IncompleteReadError)
-    try:
-        from .engine_client import EngineUnavailable
-    except ImportError:  # the client library is missing: connecting fails loudly elsewhere
-        return errors
-    return (EngineUnavailable, *errors)
+UNREACHABLE = (EngineUnavailable, ConnectionError, EOFError)
+"""What a use of the engine raises when it cannot be reached or went away: the
+client's own error, and the connection errors that may still slip through."""
 
 
 class EngineLink:
-    def __init__(self, factory: Callable[..., Any] = _default_factory) -> None:
+    def __init__(self, factory: Callable[..., EngineClient] = EngineClient) -> None:
         self._factory = factory
-        self._client: Any = None
+        self._client: EngineClient | None = None
         self._key: tuple | None = None
         self._lock = asyncio.Lock()
 
@@ -43,20 +33,15 @@ class EngineLink:
     def connected(self) -> bool:
         return self._client is not None
 
-    async def client(self, config: Config) -> Any:
+    async def client(self, config: Config) -> EngineClient:
         """A connected EngineClient for ``config``; raises EngineUnavailable."""
         async with self._lock:
             if self._client is not None and self._key == config.engine_key():
                 return self._client
             await self._close_locked()
-            kwargs: dict[str, Any] = {"address": config.engine}
-            for name in ("model", "draft"):
-                if getattr(config, name) is not None:
-                    kwargs[name] = getattr(config, name)
-            if config.engine_token is not None:
-                kwargs["token"] = config.engine_token
-            log.info("connecting to the engine: %s", kwargs)
-            client = self._factory(**kwargs)
+            log.info("connecting to the engine at %s (model %s, draft %s)", config.engine, config.model, config.draft)
+            client = self._factory(address=config.engine, model=config.model, draft=config.draft,
+                                   token=config.engine_token)
             try:
                 await client.connect()
             except BaseException:
@@ -78,7 +63,7 @@ class EngineLink:
     close = drop
 
 
-async def _close_quietly(client: Any) -> None:
+async def _close_quietly(client: EngineClient) -> None:
     try:
         await client.close()
     except Exception:  # boundary: closing a broken connection may fail; nothing to do

@@ -3,7 +3,7 @@
 
 This process never imports torch: the engine runs in a daemon (or, with
 ``engine: "embedded"``, in a child process) and is reached through
-engine_client over the msgpack protocol.
+engine.client over the msgpack protocol.
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ import argparse
 import importlib.util
 import logging
 import sys
-from importlib import metadata
 from typing import Any
 from urllib.parse import unquote
 
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 from pygls.workspace import TextDocument
+
+from engine import version as package_version
 
 from . import actions, commands
 from . import config as settings
@@ -28,18 +29,11 @@ from .jobs import JobRegistry
 log = logging.getLogger(__name__)
 
 
-def _version() -> str:
-    try:
-        return metadata.version("blazedit-lsp")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
-
-
 class BlazeditServer(LanguageServer):
     """Holds the server's state: settings, jobs and the engine connection."""
 
     def __init__(self, engine: EngineLink | None = None) -> None:
-        super().__init__("blazedit-lsp", _version(), text_document_sync_kind=types.TextDocumentSyncKind.Full)
+        super().__init__("blazedit-lsp", package_version(), text_document_sync_kind=types.TextDocumentSyncKind.Full)
         self.init_config = settings.Config()
         self.config = settings.Config()
         self.jobs = JobRegistry()
@@ -145,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=2087)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="-v info, -vv debug, -vvv with pygls's messages")
     parser.add_argument("--log-file", help="log here instead of stderr")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     args = parser.parse_args(argv)
     if args.ws and importlib.util.find_spec("websockets") is None:
         parser.error("--ws needs the websockets package: pip install 'pygls[ws]'")

@@ -23,6 +23,9 @@ APP = "blazedit"
 SOCKET_NAME = "engine.sock"
 TOKEN_ENV = "BLAZEDIT_TOKEN"
 MAX_UNIX_PATH = 107  # sun_path is 108 bytes including the terminating NUL
+EXIT_ALREADY_RUNNING = 3
+"""`engine serve`'s exit status when another daemon holds the address's lock (a
+spawning client then waits for that daemon)."""
 
 
 class AddressError(ValueError):

@@ -8,6 +8,9 @@ and the same prompt: transformers' own ``generate()`` (``hf-*``) and llama.cpp's
 so all stop at the same token. Speed is characters of the produced file per second
 of wall time, prefill included (as in the original work). Identity is measured
 against ``regular`` on the same runtime.
+
+The harness lives in the package because ``blazedit bench`` runs it; bench/ holds
+the datasets, the committed results and one-off experiment scripts run from a checkout.
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ import msgspec
 import torch
 
 from engine import prompts, quality
-from engine.decoding.loop import Detokenizer, StopRule, Stopper
+from engine.protocol import METHODS
+from engine.decoding.cost import time_passes
+from engine.decoding.loop import Detokenizer, StopRule, Stopper, closes_file
 from engine.session import Engine, max_new_tokens_for
 
-ENGINE_METHODS = ("regular", "pld", "assisted", "blazedit")
 HF_PLD_GRID = ("hf-pld-10", "hf-pld-20", "hf-pld-40", "hf-pld-80", "hf-pld-40-ngram10")
 HF_METHODS = ("hf-regular", *HF_PLD_GRID, "hf-assisted")
 LLAMA_METHODS = ("llama-regular", "llama-pld-10", "llama-pld-20", "llama-pld-40")
@@ -49,8 +53,8 @@ def default_methods(runtime: str, quick: bool) -> tuple[str, ...]:
     (and, under llama.cpp, our fastest methods on torch, and on a torch target with a llama.cpp draft)."""
     if runtime == "llama.cpp":
         baselines = ("llama-regular", "llama-pld-10", "llama-pld-40") if quick else LLAMA_METHODS
-        return (*ENGINE_METHODS, *baselines, "pld@torch", "blazedit@torch", "blazedit@torch+llama.cpp")
-    return (*ENGINE_METHODS, *(("hf-regular", "hf-pld-10", "hf-pld-40-ngram10", "hf-assisted") if quick else HF_METHODS))
+        return (*METHODS, *baselines, "pld@torch", "blazedit@torch", "blazedit@torch+llama.cpp")
+    return (*METHODS, *(("hf-regular", "hf-pld-10", "hf-pld-40-ngram10", "hf-assisted") if quick else HF_METHODS))
 
 
 def runtime_of(method: str, main: str) -> str:
@@ -64,8 +68,8 @@ def runtime_of(method: str, main: str) -> str:
 def check_method(method: str) -> bool:
     name, _, runtime = method.partition("@")
     if runtime:  # "torch", or "torch+llama.cpp": the target's runtime, then the draft's
-        return name in ENGINE_METHODS and all(r in ("torch", "llama.cpp") for r in runtime.split("+", 1))
-    return (name in (*ENGINE_METHODS, *HF_METHODS, *LLAMA_METHODS) or name.startswith("hf-pld-")
+        return name in METHODS and all(r in ("torch", "llama.cpp") for r in runtime.split("+", 1))
+    return (name in (*METHODS, *HF_METHODS, *LLAMA_METHODS) or name.startswith("hf-pld-")
             or name.startswith("llama-pld-") and name.removeprefix("llama-pld-").isdigit())
 
 
@@ -101,23 +105,13 @@ def copy_ratio(before: str, after: str) -> float:
 
 
 def measure_forward_costs(engine: Engine, context: int = 1500) -> dict:
-    """T(k): the target's time to feed k tokens after a warm context, and prefill time per token."""
-    runtime = engine.target_model.runtime
+    """T(k): the target's time to feed k tokens behind a long context (1,500 tokens, where
+    an edit's passes run; ForwardCost.measure times a short one at load), and the
+    prefill time per token."""
     vocab = min(len(engine.tokenizer), 32000)
     ids = [(i * 7919) % vocab for i in range(context + 256)]  # ordinary tokens, no specials
-    runtime.truncate(0)
-    start = time.perf_counter()
-    runtime.forward(ids[:context], keep=1)
-    prefill = time.perf_counter() - start
-    costs = {}
-    for k in (1, 2, 4, 8, 16, 32, 64, 128, 256):
-        best = float("inf")
-        for _ in range(2):
-            runtime.truncate(context)
-            start = time.perf_counter()
-            runtime.forward(ids[context:context + k], keep=k)
-            best = min(best, time.perf_counter() - start)
-        costs[k] = best
+    prefill, costs = time_passes(engine.target_model.runtime, ids, context, (1, 2, 4, 8, 16, 32, 64, 128, 256),
+                                 lambda k: 2)
     engine.target_model.reset()
     return {"context": context, "prefill_seconds": prefill, "prefill_per_token": prefill / context, "T": costs}
 
@@ -232,8 +226,7 @@ class _FenceStop:
         self.tokenizer, self.fence, self.prompt_len = tokenizer, fence, prompt_len
 
     def __call__(self, input_ids, scores, **kwargs):
-        reply = self.tokenizer.decode(input_ids[0, self.prompt_len:])
-        done = reply.startswith(self.fence) or ("\n" + self.fence) in reply
+        done = closes_file(self.tokenizer.decode(input_ids[0, self.prompt_len:]), self.fence)
         return torch.tensor([done], device=input_ids.device)
 
 

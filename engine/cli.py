@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from engine.catalogue import DEFAULT_TARGET
+from engine.cli_base import CliError, add_model_arguments, draft_spec, require_engine
 from engine.daemon_cli import add_engine_commands, add_engine_option, edit_via_daemon
 from engine.guard import Removal, removed_definitions
 from engine.protocol import METHODS, DecodingOptions
@@ -21,15 +21,6 @@ log = logging.getLogger("blazedit")
 
 REMOVED_DEFINITIONS = 3
 """Exit status when --in-place / -o refuse an edit that removes definitions."""
-
-
-class CliError(Exception):
-    """One line for the user; exit status 2 (1 for a generation that did not finish,
-    3 for an edit that removes definitions)."""
-
-    def __init__(self, message: str, status: int = 2):
-        super().__init__(message)
-        self.status = status
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,23 +82,6 @@ def add_bench_command(sub) -> None:
     bench.set_defaults(run=run_bench)
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=DEFAULT_TARGET, help=f"target model spec (default {DEFAULT_TARGET})")
-    parser.add_argument("--draft", default="default", help="draft model spec, 'none', or 'default' (the usual partner)")
-    parser.add_argument("--runtime", default="auto", choices=("auto", "torch", "llama.cpp"),
-                        help="auto (default): llama.cpp for GGUF models on a CPU when installed, else torch")
-    parser.add_argument("--draft-runtime", default=None, choices=("auto", "torch", "llama.cpp"),
-                        help="the draft's runtime (default: as --runtime)")
-    parser.add_argument("--device", default=None, help="torch runtime: cuda, mps, cpu (default: the fastest present)")
-    parser.add_argument("--dtype", default=None, help="torch runtime: bf16, fp16, fp32 (default: bf16 where fast)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads (default: every core for llama.cpp, torch's choice for torch)")
-
-
-def draft_spec(args: argparse.Namespace) -> str | None:
-    return None if args.draft == "none" else args.draft
-
-
 def load_engine(args: argparse.Namespace):
     from engine.session import Engine, EngineError
 
@@ -149,12 +123,14 @@ def write_atomically(path: Path, text: str) -> None:
 
 def run_edit(args: argparse.Namespace) -> int:
     from engine.edit_progress import EditProgress
-    from engine.session import EngineError, Result
 
     text = read_source(args.path)
     options = DecodingOptions(max_new_tokens=args.max_new_tokens)
     if (done := edit_via_daemon(args, text, options)) is not None:
         return report(args, text, done)
+    require_engine("blazedit edit without a running daemon (--engine ADDRESS)")
+    from engine.session import EngineError, Result
+
     try:
         with EditProgress(len(text), enabled=not args.json) as progress:
             progress.status("loading models")
@@ -164,7 +140,7 @@ def run_edit(args: argparse.Namespace) -> int:
                 if isinstance(event, Result):
                     result = event
                 else:
-                    progress.update(event.text, event.stats)
+                    progress.update(event.chars, event.stats)
     except EngineError as exc:
         raise CliError(exc.message) from None
     return report(args, text, result)
@@ -176,6 +152,7 @@ def run_bench(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    require_engine("blazedit bench")
     from engine import bench
 
     unknown = [m for m in args.methods or () if not bench.check_method(m)]
@@ -250,8 +227,4 @@ def removal_json(removal: Removal) -> dict:
 
 
 if __name__ == "__main__":
-    # Run the engine.cli module, not this __main__ copy of it: otherwise a CliError
-    # raised by code that imports engine.cli would not be this copy's CliError.
-    from engine.cli import main as module_main
-
-    sys.exit(module_main())
+    sys.exit(main())

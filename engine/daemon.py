@@ -23,17 +23,16 @@ import stat
 import sys
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import msgspec
 
 from engine import protocol
-from engine.address import Address, AddressError, PidLock, lock_owner
+from engine import version as package_version
+from engine.address import EXIT_ALREADY_RUNNING, Address, AddressError, PidLock, lock_owner
 
 log = logging.getLogger(__name__)
 
-EXIT_ALREADY_RUNNING = 3  # the client library keeps waiting for the daemon that holds the lock
 EXIT_FAILED = 2
 HELLO_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 5.0
@@ -132,15 +131,8 @@ def _log_to(path: Path) -> None:
     root.setLevel(logging.INFO)
 
 
-def _version() -> str:
-    try:
-        return metadata.version("blazedit-lsp")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
-
-
-class Connection:
-    """One peer: replies go through an outbox drained by a writer task, so the decoding
+class DaemonConnection:
+    """The daemon's end of one peer's connection: replies go through an outbox drained by a writer task, so the decoding
     worker never waits on a slow client; a peer that stops reading is dropped."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
@@ -196,12 +188,12 @@ class Daemon:
         self.engine = engine
         self.options = options
         self.service = Service(engine, max_document_bytes=options.max_document_bytes, max_queue=options.max_queue)
-        self.connections: set[Connection] = set()
+        self.connections: set[DaemonConnection] = set()
         self.started = time.monotonic()
         self.last_request = time.monotonic()
         self._stop = asyncio.Event()
         self._stop_reason = ""
-        self._bye_to: list[Connection] = []
+        self._bye_to: list[DaemonConnection] = []
 
     def stop(self, reason: str) -> None:
         if not self._stop.is_set():
@@ -278,7 +270,7 @@ class Daemon:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """The boundary: nothing a peer sends may escape from here."""
-        conn = Connection(reader, writer)
+        conn = DaemonConnection(reader, writer)
         self.connections.add(conn)
         try:
             if await self._handshake(conn):
@@ -292,7 +284,7 @@ class Daemon:
             await conn.close()
             log.info("client from %s disconnected", conn.peer)
 
-    async def _handshake(self, conn: Connection) -> bool:
+    async def _handshake(self, conn: DaemonConnection) -> bool:
         try:
             body = await asyncio.wait_for(protocol.read_frame(conn.reader, protocol.HELLO_MAX_FRAME_BYTES),
                                           HELLO_TIMEOUT)
@@ -327,12 +319,11 @@ class Daemon:
             return False
         log.info("client %r connected from %s", hello.client, conn.peer)
         conn.send(protocol.Welcome(
-            protocol=protocol.PROTOCOL_VERSION, version=_version(), target=self.engine.target,
-            draft=self.engine.draft, methods=list(self.engine.methods),
-            max_document_bytes=self.options.max_document_bytes))
+            protocol=protocol.PROTOCOL_VERSION, version=package_version(), target=self.engine.target,
+            draft=self.engine.draft))
         return True
 
-    async def _serve(self, conn: Connection) -> None:
+    async def _serve(self, conn: DaemonConnection) -> None:
         while True:
             try:
                 body = await protocol.read_frame(conn.reader)
@@ -362,7 +353,7 @@ class Daemon:
                 case protocol.Hello():
                     conn.send(protocol.Error(code="bad_request", message="hello was already sent"))
 
-    def _job_id_of(self, conn: Connection, body: bytes) -> str | None:
+    def _job_id_of(self, conn: DaemonConnection, body: bytes) -> str | None:
         """The job id of a malformed request, when it has a usable one, so that the
         client's job gets its terminal Error."""
         try:
@@ -377,7 +368,7 @@ class Daemon:
     def status(self) -> protocol.StatusReply:
         entries, nbytes, budget = self.service.cache_usage
         return protocol.StatusReply(
-            version=_version(), pid=os.getpid(), uptime_seconds=time.monotonic() - self.started,
+            version=package_version(), pid=os.getpid(), uptime_seconds=time.monotonic() - self.started,
             target=self.engine.target, draft=self.engine.draft, jobs=self.service.job_infos(),
             clients=len(self.connections), cache_entries=entries, cache_bytes=nbytes, cache_budget_bytes=budget,
             address=str(self.options.address), log_path=str(self.options.log_file),

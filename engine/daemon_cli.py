@@ -21,6 +21,8 @@ import msgspec
 
 from engine import protocol
 from engine.address import AddressError, default_address, lock_owner, parse_address, parse_tcp, read_token
+from engine.cli_base import CliError, add_model_arguments, draft_spec, require_engine
+from engine.client import EngineClient, EngineUnavailable
 
 ENGINE_HELP = ("auto: a running daemon on the default socket if it serves --model, else in this process; "
                "embedded: in this process; or a daemon's ADDRESS (socket path or tcp://HOST:PORT)")
@@ -31,8 +33,6 @@ def add_engine_option(edit: argparse.ArgumentParser) -> None:
 
 
 def add_engine_commands(sub) -> None:
-    from engine.cli import add_model_arguments
-
     engine = sub.add_parser("engine", help="run or manage the resident engine daemon")
     actions = engine.add_subparsers(required=True, metavar="ACTION")
 
@@ -63,14 +63,8 @@ def add_engine_commands(sub) -> None:
         parser.set_defaults(run=run)
 
 
-def _cli_error(message: str, status: int = 2) -> Exception:
-    from engine.cli import CliError
-
-    return CliError(message, status)
-
-
 def run_serve(args: argparse.Namespace) -> int:
-    from engine.cli import draft_spec
+    require_engine("blazedit engine serve")
     from engine.daemon import ServeOptions, serve
 
     try:
@@ -84,7 +78,7 @@ def run_serve(args: argparse.Namespace) -> int:
             log_path=Path(args.log_file).expanduser().absolute() if args.log_file else None, parent_fd=args.parent_fd)
         status = serve(options)
     except AddressError as exc:
-        raise _cli_error(str(exc)) from None
+        raise CliError(str(exc)) from None
     # Socket, lock and log are released by now; skip the interpreter's teardown of
     # torch (1-2 s), which would only delay the exit that `engine stop` waits for.
     logging.shutdown()
@@ -94,18 +88,14 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def _client(args: argparse.Namespace, address: str | None):
-    from blazedit_lsp.engine_client import EngineClient
-
     try:
         token = read_token(getattr(args, "token_file", None))
         return EngineClient(address or str(default_address()), token=token, spawn=False, client_name="blazedit-cli")
     except AddressError as exc:
-        raise _cli_error(str(exc)) from None
+        raise CliError(str(exc)) from None
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from blazedit_lsp.engine_client import EngineUnavailable
-
     async def ask() -> protocol.StatusReply:
         async with _client(args, args.address) as client:
             return await asyncio.wait_for(client.status(), args.timeout)
@@ -113,7 +103,7 @@ def run_status(args: argparse.Namespace) -> int:
     try:
         reply = asyncio.run(ask())
     except (EngineUnavailable, asyncio.TimeoutError) as exc:
-        raise _cli_error(str(exc) or "the daemon did not answer in time", 1) from None
+        raise CliError(str(exc) or "the daemon did not answer in time", 1) from None
     if args.json:
         print(json.dumps(msgspec.to_builtins(reply)))
         return 0
@@ -131,7 +121,7 @@ def describe_status(s: protocol.StatusReply) -> list[str]:
         f"engine daemon {s.version}, pid {s.pid}, up {_duration(s.uptime_seconds)}, on {s.address}",
         f"  target:  {model(s.target)}",
         f"  draft:   {model(s.draft)}",
-        f"  queue:   {s.concurrency}; {len(running)} running, {len(s.jobs) - len(running)} queued, "
+        f"  queue:   one decoding job at a time; {len(running)} running, {len(s.jobs) - len(running)} queued, "
         f"{s.jobs_accepted} accepted since start",
     ]
     lines += [f"    {j.state:8} {j.job_id}  {j.document or ''}  {j.tokens} tokens" for j in s.jobs]
@@ -152,8 +142,6 @@ def _duration(seconds: float) -> str:
 
 
 def run_stop(args: argparse.Namespace) -> int:
-    from blazedit_lsp.engine_client import EngineUnavailable
-
     client = _client(args, args.address)
 
     async def stop() -> int:
@@ -165,7 +153,7 @@ def run_stop(args: argparse.Namespace) -> int:
     try:
         pid = asyncio.run(asyncio.wait_for(stop(), args.timeout))
     except (EngineUnavailable, asyncio.TimeoutError) as exc:
-        raise _cli_error(str(exc) or "the daemon did not answer in time", 1) from None
+        raise CliError(str(exc) or "the daemon did not answer in time", 1) from None
     if not client.address.is_tcp:  # wait until it has released its socket and lock (bounded)
         deadline = time.monotonic() + args.timeout
         while lock_owner(client.address.lock_path) is not None and time.monotonic() < deadline:
@@ -177,8 +165,6 @@ def run_stop(args: argparse.Namespace) -> int:
 def edit_via_daemon(args: argparse.Namespace, text: str, options: protocol.DecodingOptions):
     """Run ``blazedit edit`` on a daemon; returns its Done, or None to run in this process
     (``--engine embedded``, or ``auto`` with no daemon serving the requested model)."""
-    from blazedit_lsp.engine_client import EngineUnavailable
-
     if args.engine == "embedded":
         return None
     explicit = args.engine != "auto"
@@ -205,11 +191,11 @@ def edit_via_daemon(args: argparse.Namespace, text: str, options: protocol.Decod
                     case protocol.Queued(position=position):
                         progress.status(f"queued behind {position} job(s)")
                     case protocol.Progress():
-                        progress.update(message.text, message.stats)
+                        progress.update(message.chars, message.stats)
                     case protocol.Done():
                         return message
                     case protocol.Error():
-                        raise _cli_error(message.message)
+                        raise CliError(message.message)
         return None
 
     async def run_and_close():
@@ -221,4 +207,4 @@ def edit_via_daemon(args: argparse.Namespace, text: str, options: protocol.Decod
     try:
         return asyncio.run(run_and_close())
     except EngineUnavailable as exc:
-        raise _cli_error(str(exc)) from None
+        raise CliError(str(exc)) from None

@@ -1,4 +1,5 @@
-"""Progress of one edit on stderr: output chars against the input's, tok/s, acceptance."""
+"""`blazedit edit`'s progress bar on stderr: output chars against the input's, tok/s,
+acceptance. Drawn only on a terminal; no torch here (it also shows a daemon's progress)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from engine.protocol import Stats
 
 
 def describe(stats: Stats) -> str:
-    """One line of decoding statistics (also used by the language server's progress)."""
+    """One line of decoding statistics, for the bar."""
     rate = stats.tokens / (stats.seconds - stats.prefill_seconds) if stats.seconds > stats.prefill_seconds else 0.0
     accepted = f" · {stats.accepted / stats.drafted:.0%} of {stats.drafted} drafted accepted" if stats.drafted else ""
     return f"{stats.tokens} tokens · {rate:.1f} tok/s · {stats.target_forward_passes} target passes{accepted}"
@@ -23,7 +24,6 @@ class EditProgress:
             TimeElapsedColumn(), console=console, transient=True, disable=not (enabled and console.is_terminal),
         )
         self._task = self._bar.add_task("starting", total=max(input_chars, 1), detail="")
-        self._chars = 0
 
     def __enter__(self) -> "EditProgress":
         self._bar.__enter__()
@@ -35,9 +35,9 @@ class EditProgress:
     def status(self, description: str) -> None:
         self._bar.update(self._task, description=description)
 
-    def update(self, new_text: str, stats: Stats) -> None:
-        self._chars += len(new_text)
+    def update(self, chars: int, stats: Stats) -> None:
+        """``chars``: the file text streamed so far."""
         total = self._bar.tasks[0].total
         # An estimate: the output is about as long as the input; never show 100% before the end.
-        self._bar.update(self._task, description="generating", completed=min(self._chars, total * 0.99),
+        self._bar.update(self._task, description="generating", completed=min(chars, total * 0.99),
                          detail=describe(stats))

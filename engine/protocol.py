@@ -14,22 +14,24 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, Union, get_args
 
 import msgspec
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: Welcome and StatusReply lost the fields no client read
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 HELLO_MAX_FRAME_BYTES = 64 * 1024
-METHODS = ("regular", "pld", "assisted", "blazedit")
 
 Method = Literal["regular", "pld", "assisted", "blazedit"]
+"""The decoding methods' names; engine/decoding/strategies.py's METHODS holds each
+one's strategy (and checks that the two lists agree)."""
+METHODS: tuple[str, ...] = get_args(Method)
 FinishReason = Literal["stop", "length", "cancelled"]
 ErrorCode = Literal[
     "bad_request",  # malformed frame, wrong types, unknown tag
     "unauthorized",  # missing or wrong token
     "protocol_version",  # client and daemon speak different versions
-    "too_large",  # document over the daemon's max_document_bytes
+    "too_large",  # a frame over the limit, or a document over the daemon's --max-document-bytes
     "context_overflow",  # prompt + output would not fit the model's context
     "unknown_method",
     "duplicate_job",  # a job id already in use on this connection
@@ -139,15 +141,12 @@ class ModelInfo(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class Welcome(Message, tag="welcome"):
-    """Answer to ``Hello``: the daemon's capabilities."""
+    """Answer to ``Hello``: the daemon's version and models."""
 
     protocol: int
     version: str
     target: ModelInfo
     draft: ModelInfo | None
-    methods: list[str]
-    max_document_bytes: int
-    max_frame_bytes: int = MAX_FRAME_BYTES
 
 
 class Stats(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -229,7 +228,6 @@ class StatusReply(Message, tag="status_reply"):
     cache_entries: int
     cache_bytes: int
     cache_budget_bytes: int
-    concurrency: str = "one decoding job at a time; others queue"
     address: str = ""
     log_path: str = ""
     idle_timeout_seconds: float | None = None
@@ -277,7 +275,3 @@ async def read_frame(reader: asyncio.StreamReader, max_bytes: int = MAX_FRAME_BY
         raise FrameTooLarge(f"frame of {size} bytes exceeds {max_bytes}")
     return await reader.readexactly(size)
 
-
-async def write_message(writer: asyncio.StreamWriter, message: Message) -> None:
-    writer.write(encode(message))
-    await writer.drain()

@@ -21,6 +21,7 @@ from typing import Callable, Literal
 
 from engine import protocol
 from engine.session import Engine, EngineError, Result
+from engine.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,9 @@ StopReason = Literal["cancelled", "shutting_down"]
 
 
 @dataclass(eq=False)
-class Job:
+class DaemonJob:
+    """An accepted Edit, queued or running."""
+
     edit: protocol.Edit
     owner: object  # the connection that sent it
     send: Send
@@ -57,9 +60,9 @@ class Service:
         self.progress_interval = progress_interval
         self.jobs_accepted = 0
         self.last_active = time.monotonic()
-        self._queue: deque[Job] = deque()
-        self._jobs: dict[tuple[object, str], Job] = {}
-        self._running: Job | None = None
+        self._queue: deque[DaemonJob] = deque()
+        self._jobs: dict[tuple[object, str], DaemonJob] = {}
+        self._running: DaemonJob | None = None
         self._closing = False
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
@@ -74,18 +77,14 @@ class Service:
     # ------------------------------------------------------------ loop thread
 
     def submit(self, owner: object, send: Send, edit: protocol.Edit) -> None:
-        """Queue ``edit`` or answer it with an Error; supersedes the owner's older job
-        for the same document."""
+        """Queue ``edit`` or answer it with an Error. (A newer edit of the same document
+        does not cancel the older job here: the client that sent both does.)"""
         refusal = self._refusal(owner, edit)
         if refusal:
             send(protocol.Error(code=refusal[0], message=refusal[1], job_id=edit.job_id))
             return
-        if edit.document is not None:
-            for job in [j for j in self._jobs.values() if j.owner is owner and j.edit.document == edit.document]:
-                log.info("job %s supersedes %s (%s)", edit.job_id, job.edit.job_id, edit.document)
-                self._stop(job, "cancelled")
         position = len(self._queue) + (self._running is not None)
-        job = Job(edit, owner, send, position)
+        job = DaemonJob(edit, owner, send, position)
         self._queue.append(job)
         self._jobs[job.key] = job
         self.jobs_accepted += 1
@@ -102,9 +101,8 @@ class Service:
         size = len(edit.text.encode("utf-8", "surrogatepass"))
         if size > self.max_document_bytes:
             return "too_large", f"the document is {size} bytes; this daemon accepts at most {self.max_document_bytes}"
-        if edit.method not in self.engine.methods:
-            return "unknown_method", (f"method {edit.method!r} is not available here "
-                                      f"(this daemon offers {', '.join(self.engine.methods)})")
+        if why := self.engine.method_unavailable(edit.method):
+            return "unknown_method", f"method {edit.method!r} is not available here: {why}"
         if len(self._queue) >= self.max_queue:
             return "busy", f"the queue is full ({self.max_queue} jobs waiting); retry later"
         return None
@@ -124,7 +122,7 @@ class Service:
             job.send = _ignore
             self._stop(job, "cancelled")
 
-    def _stop(self, job: Job, reason: StopReason) -> None:
+    def _stop(self, job: DaemonJob, reason: StopReason) -> None:
         if job.state == "queued":
             log.info("job %s %s while queued", job.edit.job_id, reason)
             self._queue.remove(job)
@@ -134,19 +132,19 @@ class Service:
             job.stop.set()  # the engine polls it between forward passes
 
     @staticmethod
-    def _stopped_message(job: Job, reason: StopReason, text: str, stats: protocol.Stats) -> protocol.Message:
+    def _stopped_message(job: DaemonJob, reason: StopReason, text: str, stats: protocol.Stats) -> protocol.Message:
         if reason == "shutting_down":
             return protocol.Error(code="shutting_down", message="the engine daemon is shutting down",
                                   job_id=job.edit.job_id)
         return protocol.Done(job_id=job.edit.job_id, text=text, finish_reason="cancelled", stats=stats)
 
-    def _deliver(self, job: Job, message: protocol.Message) -> None:
+    def _deliver(self, job: DaemonJob, message: protocol.Message) -> None:
         if isinstance(message, (protocol.Done, protocol.Error)):
             self._finish(job, message)
         else:
             job.send(message)
 
-    def _finish(self, job: Job, message: protocol.Message) -> None:
+    def _finish(self, job: DaemonJob, message: protocol.Message) -> None:
         self._jobs.pop(job.key, None)
         self.last_active = time.monotonic()
         job.send(message)
@@ -188,7 +186,7 @@ class Service:
 
     # ------------------------------------------------------------ worker thread
 
-    def _decode(self, job: Job, loop: asyncio.AbstractEventLoop) -> None:
+    def _decode(self, job: DaemonJob, loop: asyncio.AbstractEventLoop) -> None:
         """Run one job to its end; the boundary where engine failures become Errors."""
 
         def post(message: protocol.Message) -> None:
@@ -207,7 +205,7 @@ class Service:
                         stream.flush()
                         terminal = self._terminal(job, event)
                         break
-                    stream.step(event.text, event.stats)
+                    stream.step(event.text, event.chars, event.stats)
             self.cache_usage = self._read_cache_usage()
             post(terminal)
         except EngineError as exc:
@@ -217,7 +215,7 @@ class Service:
             log.exception("job %s failed", edit.job_id)
             post(protocol.Error(code="model_error", message=f"the engine failed: {exc}", job_id=edit.job_id))
 
-    def _terminal(self, job: Job, result: Result) -> protocol.Message:
+    def _terminal(self, job: DaemonJob, result: Result) -> protocol.Message:
         log.info("job %s %s: %d tokens in %.2fs (%d cached)", job.edit.job_id, result.finish_reason,
                  result.stats.tokens, result.stats.seconds, result.stats.cached_tokens)
         if result.finish_reason == "cancelled":
@@ -229,15 +227,14 @@ class Service:
 class _Stream:
     """Turns the engine's per-forward-pass steps into Started + throttled Progress."""
 
-    def __init__(self, job: Job, post: Callable[[protocol.Message], None], interval: float):
-        self.job, self.post, self.interval = job, post, interval
+    def __init__(self, job: DaemonJob, post: Callable[[protocol.Message], None], interval: float):
+        self.job, self.post, self.throttle = job, post, Throttle(interval)
         self.started = False
         self.pending: list[str] = []
         self.stats: protocol.Stats | None = None
-        self.chars = 0
-        self.last = 0.0
+        self.chars = 0  # file text streamed so far (the engine counts it)
 
-    def step(self, text: str, stats: protocol.Stats) -> None:
+    def step(self, text: str, chars: int, stats: protocol.Stats) -> None:
         self.job.tokens = stats.tokens
         if not self.started:
             self.started = True
@@ -245,8 +242,8 @@ class _Stream:
                                        prompt_tokens=stats.prompt_tokens, cached_tokens=stats.cached_tokens))
         if text:
             self.pending.append(text)
-        self.stats = stats
-        if time.monotonic() - self.last >= self.interval:
+        self.stats, self.chars = stats, chars
+        if self.pending and self.throttle.ready():
             self.flush()
 
     def flush(self) -> None:
@@ -254,8 +251,6 @@ class _Stream:
             return
         text = "".join(self.pending)
         self.pending.clear()
-        self.chars += len(text)
-        self.last = time.monotonic()
         stats = self.stats
         decoding = stats.seconds - stats.prefill_seconds
         self.post(protocol.Progress(job_id=self.job.edit.job_id, text=text, chars=self.chars,

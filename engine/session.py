@@ -21,7 +21,7 @@ from engine.decoding.cached_model import CachedModel
 from engine.decoding.cost import ForwardCost
 from engine.decoding.loop import Detokenizer, StopRule, generate
 from engine.prefix_cache import PrefixCache
-from engine.protocol import METHODS, DecodingOptions, ErrorCode, FinishReason, ModelInfo, Stats
+from engine.protocol import DecodingOptions, ErrorCode, FinishReason, ModelInfo, Stats
 from engine.runtimes.base import Runtime
 from engine.runtimes.torch_runtime import TorchRuntime
 
@@ -40,8 +40,9 @@ class EngineError(Exception):
 
 
 @dataclass
-class Step:
+class EditStep:
     text: str  # file text that is new since the last step
+    chars: int  # file text streamed so far, this step's included
     stats: Stats
 
 
@@ -131,17 +132,20 @@ class Engine:
 
     @property
     def methods(self) -> list[str]:
-        return [m for m in METHODS if self.draft_model or m in ("regular", "pld")]
+        return [m for m in strategies.METHODS if not self.method_unavailable(m)]
+
+    def method_unavailable(self, method: str) -> str | None:
+        """Why ``method`` cannot run on the loaded models, or None when it can."""
+        return strategies.unavailable(method, self.draft_model is not None)
 
     def edit(self, text: str, instruction: str, *, path: str = "", language: str | None = None,
              method: str = "blazedit", options: DecodingOptions | None = None,
-             should_stop: Callable[[], bool] = lambda: False) -> Iterator[Step | Result]:
-        """Regenerate ``text``; yields Steps while decoding, then one Result.
+             should_stop: Callable[[], bool] = lambda: False) -> Iterator[EditStep | Result]:
+        """Regenerate ``text``; yields EditSteps while decoding, then one Result.
 
         Raises EngineError before the first event for input it cannot handle."""
         options = options or DecodingOptions()
-        if method not in self.methods:
-            why = "needs a draft model (--draft)" if method in METHODS else f"use one of {', '.join(METHODS)}"
+        if why := self.method_unavailable(method):
             raise EngineError("unknown_method", f"method {method!r} is not available: {why}")
         prompt = prompts.build(text, instruction, path, language)
         ids, copy_end = self.encode(prompt)
@@ -161,14 +165,19 @@ class Engine:
                                     copy_end)
         detok = Detokenizer(self.tokenizer)
         stop = StopRule(self.eos, prompt.fence, max_new)
-        streamed = 0
+        streamed = chars = 0  # of the reply, and of the file text yielded
         tokens: list[int] = []
+        draft_passes = self.draft_model.forward_passes if self.draft_model else 0
         try:
             for step in generate(self.target_model, strategy, ids, detok, stop, should_stop):
                 tokens += step.tokens
+                if self.draft_model:
+                    step.stats.draft_forward_passes = self.draft_model.forward_passes - draft_passes
                 if step.finish_reason is None:
                     safe = max(prompts.stream_safe_length(detok.text, prompt.fence), streamed)
-                    yield Step(prompt.restore_layout(detok.text[streamed:safe], complete=False), _copy(step.stats))
+                    new = prompt.restore_layout(detok.text[streamed:safe], complete=False)
+                    chars += len(new)
+                    yield EditStep(new, chars, _copy(step.stats))
                     streamed = safe
                     continue
                 complete = step.finish_reason == "stop"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left
+from typing import Callable, Sequence
 
 from engine.runtimes.base import Runtime
 
@@ -33,17 +34,8 @@ class ForwardCost:
         and are easily upset by a stray millisecond, once for the long ones (~5 s for
         the default pair on a 2-core CPU)."""
         ids = [(i * 7919) % 200 + 32 for i in range(context + max(MEASURED_LENGTHS))]  # ordinary tokens, any vocab
-        runtime.truncate(0)
-        runtime.forward(ids[:context], keep=1)
-        runtime.forward(ids[context:context + 1], keep=1)  # warm-up
-        seconds = {}
-        for k in MEASURED_LENGTHS:
-            for _ in range(repeats if k <= 16 else 1):
-                runtime.truncate(context)
-                start = time.perf_counter()
-                runtime.forward(ids[context:context + k], keep=k)
-                seconds[k] = min(seconds.get(k, float("inf")), time.perf_counter() - start)
-        runtime.truncate(0)
+        _, seconds = time_passes(runtime, ids, context, MEASURED_LENGTHS, lambda k: repeats if k <= 16 else 1,
+                                 warm_up=True)
         return cls(seconds)
 
     def __call__(self, k: int) -> float:
@@ -75,6 +67,30 @@ class ForwardCost:
             elif reach < 0.01:
                 break
         return best_k
+
+
+def time_passes(runtime: Runtime, ids: Sequence[int], context: int, lengths: Sequence[int],
+                repeats: Callable[[int], int], warm_up: bool = False) -> tuple[float, dict[int, float]]:
+    """Feed ``ids[:context]`` (its time is returned: the prefill), then time one pass over
+    k more tokens behind it for each k in ``lengths``, the best of ``repeats(k)`` tries
+    (after a one-token ``warm_up`` pass). ForwardCost.measure and the benchmark's
+    record of the target's costs (engine/bench.py) both time passes so. Leaves the
+    cache empty."""
+    runtime.truncate(0)
+    start = time.perf_counter()
+    runtime.forward(ids[:context], keep=1)
+    prefill = time.perf_counter() - start
+    if warm_up:
+        runtime.forward(ids[context:context + 1], keep=1)
+    seconds: dict[int, float] = {}
+    for k in lengths:
+        for _ in range(repeats(k)):
+            runtime.truncate(context)
+            start = time.perf_counter()
+            runtime.forward(ids[context:context + k], keep=k)
+            seconds[k] = min(seconds.get(k, float("inf")), time.perf_counter() - start)
+    runtime.truncate(0)
+    return prefill, seconds
 
 
 class Acceptance:

@@ -62,12 +62,6 @@ class NgramIndex:
             return self.tokens[end:end + limit]
         return []
 
-    def match_ends(self, suffix_source: Sequence[int]) -> list[int]:
-        """Where every indexed match of every suffix n-gram of ``suffix_source`` ends
-        (longest n-grams first), not counting a match at the very end of the index."""
-        return [end for n in range(min(self.max_ngram, len(suffix_source)), 0, -1)
-                for end in self._ends[n].get(tuple(suffix_source[-n:]), ()) if end < len(self.tokens)]
-
     def _copy_stop(self, suffix_source: Sequence[int]) -> int:
         """Where the next match in the source should end, at the earliest: where the
         last copy has got to, if the text written since followed the source all the

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
 from engine.decoding.cached_model import CachedModel, common_prefix_length, verify
-from engine.decoding.strategies import Regular
+from engine.decoding.strategies import Strategy
 from engine.protocol import FinishReason, Stats
 
 
@@ -67,7 +67,7 @@ class Stopper:
         self.tokens.append(token)
         checked = len(self.detok.text)
         self.detok.add(token)
-        if _closes(self.detok.text, self.rule.fence, checked):
+        if closes_file(self.detok.text, self.rule.fence, checked):
             return "stop"
         if len(self.tokens) >= self.rule.max_new_tokens:
             return "length"
@@ -75,8 +75,9 @@ class Stopper:
 
 
 @dataclass
-class Step:
-    """Emitted after each target forward pass."""
+class DecodeStep:
+    """Emitted after each target forward pass. Its stats count target passes; the
+    caller, which owns the draft model, counts the draft's."""
 
     tokens: list[int]
     text: str  # reply text decoded from ``tokens``
@@ -86,21 +87,21 @@ class Step:
 
 def generate(
     target: CachedModel,
-    strategy: Regular,
+    strategy: Strategy,
     prompt: Sequence[int],
     detok: Detokenizer,
     stop: StopRule,
     should_stop: Callable[[], bool] = lambda: False,
-) -> Iterator[Step]:
+) -> Iterator[DecodeStep]:
     stats = Stats(prompt_tokens=len(prompt))
     stats.cached_tokens = min(common_prefix_length(target.tokens, prompt), len(prompt) - 1)
-    target_passes, draft_passes = target.forward_passes, _passes(strategy.draft)
+    target_passes = target.forward_passes
     seq = list(prompt)
     stopper = Stopper(stop, detok)
     start = time.perf_counter()
     while True:
         if should_stop():
-            yield Step([], detok.flush(), "cancelled", _finish(stats, start))
+            yield DecodeStep([], detok.flush(), "cancelled", _finish(stats, start))
             return
         budget = stop.max_new_tokens - stats.tokens - 1
         proposal = strategy.propose(seq, budget) if stats.target_forward_passes else []
@@ -108,7 +109,6 @@ def generate(
         if not stats.target_forward_passes:
             stats.prefill_seconds = stats.first_token_seconds = time.perf_counter() - start
         stats.target_forward_passes = target.forward_passes - target_passes
-        stats.draft_forward_passes = _passes(strategy.draft) - draft_passes
         stats.drafted += len(proposal)
         stats.accepted += len(new) - 1
         strategy.observe(len(proposal), len(new) - 1)
@@ -120,20 +120,17 @@ def generate(
         stats.tokens = len(stopper.tokens)
         if reason:
             detok.flush()
-            yield Step(emitted, detok.text[shown:], reason, _finish(stats, start))
+            yield DecodeStep(emitted, detok.text[shown:], reason, _finish(stats, start))
             return
         stats.seconds = time.perf_counter() - start
-        yield Step(emitted, detok.text[shown:], None, stats)
+        yield DecodeStep(emitted, detok.text[shown:], None, stats)
 
 
-def _closes(reply: str, fence: str, checked: int) -> bool:
+def closes_file(reply: str, fence: str, checked: int = 0) -> bool:
     """Whether the reply has reached a line that starts with the closing fence,
-    looking only at what is new since ``checked``."""
+    looking only at what is new since ``checked``: the one stop rule on the fence,
+    which the benchmark also gives transformers' generate()."""
     return reply.startswith(fence) or reply.find("\n" + fence, max(checked - len(fence), 0)) >= 0
-
-
-def _passes(model: CachedModel | None) -> int:
-    return model.forward_passes if model else 0
 
 
 def _finish(stats: Stats, start: float) -> Stats:

@@ -1,4 +1,5 @@
-"""The four decoding methods, each a small object with one ``propose``.
+"""The four decoding methods, each a small object with one ``propose``, and
+``METHODS``, the one table of them (name → factory, whether it needs the draft model).
 
 A strategy proposes draft tokens continuing ``seq``; the loop (loop.py) has the
 target verify them, so whatever a strategy proposes, the output is the target's
@@ -8,18 +9,28 @@ proposals are.
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Callable, NamedTuple, Protocol, Sequence, get_args
 
+from engine import protocol
 from engine.decoding.cached_model import CachedModel, common_prefix_length, verify
 from engine.decoding.cost import Acceptance, ForwardCost
 from engine.decoding.lookup import NgramIndex
 from engine.protocol import DecodingOptions
 
 
+class Strategy(Protocol):
+    """What the loop asks of a decoding method."""
+
+    def propose(self, seq: Sequence[int], budget: int) -> list[int]:
+        """Tokens for the target to verify after ``seq`` (at most ``budget``; [] for none)."""
+
+    def observe(self, proposed: int, accepted: int) -> None:
+        """The target accepted the first ``accepted`` of the ``proposed`` tokens."""
+
+
 class Regular:
     """Plain greedy decoding: nothing proposed, one token per target pass."""
-
-    draft: CachedModel | None = None
 
     def propose(self, seq: Sequence[int], budget: int) -> list[int]:
         return []
@@ -59,18 +70,13 @@ class Lookup:
             return self.editing
         return self.resuming if self.since_miss < self.RESUMING_TOKENS else self.copying
 
-    def verified(self, proposed: int, accepted: int) -> None:
-        """After the target checked a proposal, the lookup's or the draft layer's."""
-        self.on_track = accepted == proposed
-        self.since_miss = self.since_miss + accepted if self.on_track else 0
-
     def propose(self, seq: Sequence[int], limit: int) -> list[int]:
         self.index.extend(seq)
         if self._unused:
             at, lookup = self._unused
             written = seq[at:at + len(lookup)]
             matched = common_prefix_length(lookup, written)
-            self.observe(len(written), matched)
+            self.verified(len(written), matched)
             self._unused = None
         lookup = self.index.propose(seq, limit)
         length = self.cost.best_length(self.estimate.p, len(lookup))
@@ -78,13 +84,24 @@ class Lookup:
             self._unused = (len(seq), lookup)
         return lookup[:length]
 
-    def observe(self, proposed: int, accepted: int) -> None:
-        if proposed:  # the prefill step proposes nothing and says nothing about the lookup
+    def continuation(self, seq: Sequence[int], limit: int) -> list[int]:
+        """The index's continuation of ``seq``, without the choice by cost (the draft
+        layer's micro-drafts choose their own length)."""
+        return self.index.propose(seq, limit)
+
+    def verified(self, proposed: int, accepted: int, own: bool = True) -> None:
+        """The target accepted ``accepted`` of ``proposed`` tokens: the lookup's own
+        (which also teach its acceptance estimate), or the draft layer's (``own``
+        False: they only say whether decoding is on track)."""
+        if not proposed:  # the prefill step proposes nothing and says nothing about the lookup
+            return
+        if own:
             self.estimate.observe(proposed, accepted)
-            self.verified(proposed, accepted)
+        self.on_track = accepted == proposed
+        self.since_miss = self.since_miss + accepted if self.on_track else 0
 
 
-class PromptLookup(Regular):
+class PromptLookup:
     """Prompt lookup decoding: copy what followed the suffix's n-gram earlier, as many
     tokens as pay under the target's costs (at most ``num_tokens``)."""
 
@@ -96,10 +113,10 @@ class PromptLookup(Regular):
         return self.lookup.propose(seq, min(self.num_tokens, budget))
 
     def observe(self, proposed: int, accepted: int) -> None:
-        self.lookup.observe(proposed, accepted)
+        self.lookup.verified(proposed, accepted)
 
 
-class Assisted(Regular):
+class Assisted:
     """The draft model decodes greedily; the draft length grows while the target
     accepts all of it and shrinks when it does not (transformers' heuristic), and is
     cut to what pays under the measured costs, counting a draft step per token."""
@@ -133,7 +150,7 @@ class Assisted(Regular):
             self.length = min(self.cap, self.length + 2) if accepted == proposed else max(1, self.length - 1)
 
 
-class Blazedit(Regular):
+class Blazedit:
     """Multi-layer speculation: prompt lookup proposes to the draft model, the draft
     model verifies (keeping the matching prefix plus its own next token), and the
     tokens gathered over up to ``max_num_run`` draft passes go to the target.
@@ -181,7 +198,7 @@ class Blazedit(Regular):
                 break
             context = [*seq, *drafts]
             room = min(self.micro_draft_tokens, wanted - len(drafts) - 1)
-            micro = self.lookup.index.propose(context, self.draft_cost.best_length(self.micro.p, room))
+            micro = self.lookup.continuation(context, self.draft_cost.best_length(self.micro.p, room))
             verified = verify(self.draft, context, micro)
             self.micro.observe(len(micro), len(verified) - 1)
             drafts += verified
@@ -205,27 +222,57 @@ class Blazedit(Regular):
         off_track = not self.lookup.on_track
         if self.from_draft:
             self.drafted.observe(proposed, accepted)
-            self.lookup.verified(proposed, accepted)
-        else:
-            self.lookup.observe(proposed, accepted)
+        self.lookup.verified(proposed, accepted, own=not self.from_draft)
         # A pass that started off track wrote edit tokens; one that missed, a copy and then
         # the edit's first token.
         self.edited += accepted + 1 if off_track else int(accepted < proposed)
 
 
+class _Inputs(NamedTuple):
+    """What the factories choose from."""
+
+    options: DecodingOptions
+    draft: CachedModel | None
+    eos: set[int]
+    target_cost: ForwardCost
+    draft_cost: ForwardCost | None
+    copy_end: int | None
+
+
+@dataclass(frozen=True)
+class DecodingMethod:
+    """How to make a method's strategy, and whether it needs the draft model."""
+
+    make: Callable[[_Inputs], Strategy]
+    needs_draft: bool
+
+
+METHODS: dict[str, DecodingMethod] = {
+    "regular": DecodingMethod(lambda i: Regular(), needs_draft=False),
+    "pld": DecodingMethod(lambda i: PromptLookup(i.options, i.target_cost, i.copy_end), needs_draft=False),
+    "assisted": DecodingMethod(lambda i: Assisted(i.draft, i.options, i.eos, i.target_cost, i.draft_cost),
+                               needs_draft=True),
+    "blazedit": DecodingMethod(lambda i: Blazedit(i.draft, i.options, i.eos, i.target_cost, i.draft_cost,
+                                                  i.copy_end), needs_draft=True),
+}
+assert tuple(METHODS) == get_args(protocol.Method), "the wire's method names (protocol.Method) must match METHODS"
+
+
+def unavailable(method: str, has_draft: bool) -> str | None:
+    """Why ``method`` cannot run with the models loaded, or None when it can."""
+    if method not in METHODS:
+        return f"use one of {', '.join(METHODS)}"
+    if METHODS[method].needs_draft and not has_draft:
+        return "needs a draft model (--draft)"
+    return None
+
+
 def make(method: str, options: DecodingOptions, draft: CachedModel | None, eos: set[int],
          target_cost: ForwardCost, draft_cost: ForwardCost | None = None,
-         copy_end: int | None = None) -> Regular:
-    """``copy_end``: the prompt position where the file's closing fence ends; lookups
-    copy no further, since the reply ends there."""
-    if method == "regular":
-        return Regular()
-    if method == "pld":
-        return PromptLookup(options, target_cost, copy_end)
-    if draft is None:
-        raise ValueError(f"method {method!r} needs a draft model")
-    if method == "assisted":
-        return Assisted(draft, options, eos, target_cost, draft_cost)
-    if method == "blazedit":
-        return Blazedit(draft, options, eos, target_cost, draft_cost, copy_end)
-    raise ValueError(f"unknown method {method!r}")
+         copy_end: int | None = None) -> Strategy:
+    """The strategy of ``method`` (check it with ``unavailable`` first). ``copy_end``: the
+    prompt position where the file's closing fence ends; lookups copy no further, since
+    the reply ends there."""
+    if why := unavailable(method, draft is not None):
+        raise ValueError(f"method {method!r}: {why}")
+    return METHODS[method].make(_Inputs(options, draft, eos, target_cost, draft_cost, copy_end))

@@ -84,9 +84,8 @@ class FakeEngine:
         try:
             hello = protocol.decode_request(await protocol.read_frame(reader))
             assert isinstance(hello, protocol.Hello), hello
-            await protocol.write_message(writer, protocol.Welcome(
-                protocol=protocol.PROTOCOL_VERSION, version="fake", target=MODEL, draft=None,
-                methods=list(protocol.METHODS), max_document_bytes=4 << 20))
+            await send(writer, protocol.Welcome(
+                protocol=protocol.PROTOCOL_VERSION, version="fake", target=MODEL, draft=None))
             while True:
                 msg = protocol.decode_request(await protocol.read_frame(reader))
                 if isinstance(msg, protocol.Edit):
@@ -103,11 +102,11 @@ class FakeEngine:
                 elif isinstance(msg, protocol.Status):
                     running = [protocol.JobInfo(job_id=j.edit.job_id, document=j.edit.document, state="running")
                                for j in jobs.values() if not j.ended.is_set()]
-                    await protocol.write_message(writer, protocol.StatusReply(
+                    await send(writer, protocol.StatusReply(
                         version="fake", pid=os.getpid(), uptime_seconds=1.0, target=MODEL, draft=None, jobs=running,
                         clients=len(self._writers), cache_entries=0, cache_bytes=0, cache_budget_bytes=1 << 30))
                 elif isinstance(msg, protocol.Shutdown):
-                    await protocol.write_message(writer, protocol.Bye())
+                    await send(writer, protocol.Bye())
                     return
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -120,16 +119,16 @@ class FakeEngine:
     async def _run(self, job: FakeJob, writer: asyncio.StreamWriter) -> None:
         edit = job.edit
         if self.error is not None:
-            await protocol.write_message(writer, protocol.Error(code=self.error[0], message=self.error[1], job_id=edit.job_id))
+            await send(writer, protocol.Error(code=self.error[0], message=self.error[1], job_id=edit.job_id))
             job.started.set()
             job.ended.set()
             return
         text, finish_reason = self.respond(edit)
         stats = protocol.Stats(prompt_tokens=len(edit.text) // 4)
-        await protocol.write_message(writer, protocol.Started(job_id=edit.job_id, queue_position=0))
+        await send(writer, protocol.Started(job_id=edit.job_id, queue_position=0))
         half = text[: len(text) // 2]
         stats.tokens, stats.drafted, stats.accepted = len(half) // 4, len(half) // 4, len(half) // 5
-        await protocol.write_message(writer, protocol.Progress(
+        await send(writer, protocol.Progress(
             job_id=edit.job_id, text=half, chars=len(half), tokens_per_second=42.0, stats=stats))
         job.started.set()
         if self.hold:
@@ -143,6 +142,11 @@ class FakeEngine:
         job.finish_reason = finish_reason
         stats.tokens = len(text) // 4
         with contextlib.suppress(ConnectionError):
-            await protocol.write_message(writer, protocol.Done(
+            await send(writer, protocol.Done(
                 job_id=edit.job_id, text=text, finish_reason=finish_reason, stats=stats))
         job.ended.set()
+
+
+async def send(writer: asyncio.StreamWriter, message: protocol.Message) -> None:
+    writer.write(protocol.encode(message))
+    await writer.drain()

@@ -26,7 +26,7 @@ from lsp_editor import CLIENTS, SERVER, Editor, assert_minimal, edits_of, make_c
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient
 
-from blazedit_lsp.engine_client import EngineClient
+from engine.client import EngineClient
 from engine import protocol
 
 MODEL = "tiny-random:2"

@@ -1,6 +1,6 @@
 """blazedit_lsp.config: camelCase keys, per-key validation with defaults kept."""
 
-from blazedit_lsp.config import Config, parse, to_dict
+from blazedit_lsp.config import Config, parse
 
 
 def test_defaults_and_camel_case():
@@ -8,7 +8,6 @@ def test_defaults_and_camel_case():
     assert problems == []
     assert (config.max_ngram, config.default_instruction, config.presets) == (12, "tidy up", ["a"])
     assert config.decoding_options().max_ngram == 12
-    assert "progressIntervalMs" in to_dict(Config())
 
 
 def test_section_wrapper_accepted():

@@ -11,12 +11,10 @@ from lsprotocol.types import Position, Range, TextEdit
 from blazedit_lsp.edits import (
     RebaseConflict,
     apply_text_edits,
-    detect_eol,
     diff,
     rebase,
     split_lines,
     text_edits,
-    with_eol,
 )
 
 ENCODINGS = ["utf-16", "utf-8", "utf-32"]
@@ -75,10 +73,7 @@ def test_crlf_kept_and_never_split():
         assert e.range.start.character <= 1 and e.range.end.character <= 1 or e.range.end == Position(1, 0)
 
 
-def test_eol_helpers():
-    assert detect_eol("a\r\nb\r\nc\n") == "\r\n"
-    assert detect_eol("abc") == "\n"
-    assert with_eol("a\nb\r\nc", "\r\n") == "a\r\nb\r\nc"
+def test_split_lines():
     assert split_lines("a\rb\u2028c\n") == ["a\r", "b\u2028c\n"]  # only LSP's line ends split
 
 

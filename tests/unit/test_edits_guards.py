@@ -1,8 +1,8 @@
 """The checks between the engine's result and the editor (blazedit_lsp.editing
 and .jobs): guards that ask first, line endings, progress numbers."""
 
-from blazedit_lsp.editing import describe_engine_error, guard, keep_line_endings
-from blazedit_lsp.jobs import percentage, progress_message
+from blazedit_lsp.editing import describe_engine_error, guard
+from blazedit_lsp.progress import percentage, progress_message
 from engine import protocol
 
 FILE = "import os\n\n\ndef a():\n    return 1\n\n\ndef b():\n    return 2\n"
@@ -15,13 +15,6 @@ def test_guard_length_empty_and_mass_deletion():
     assert guard(FILE, "import os\n", "stop", "Remove the functions") is None  # asked for
     assert guard(FILE, FILE.replace("1", "10"), "stop", "x") is None
     assert guard("x = 1\n", "", "stop", "x") is not None and guard("", "", "stop", "x") is None
-
-
-def test_keep_line_endings_only_when_clear_cut():
-    assert keep_line_endings("a\r\nb\r\n", "a\nB\n") == "a\r\nB\r\n"
-    assert keep_line_endings("a\nb\n", "a\r\nB\r\n") == "a\nB\n"
-    assert keep_line_endings("a\nb\n", "a\rb\n") == "a\rb\n"  # a stray \r is content
-    assert keep_line_endings("a\r\nb\n", "a\nb\n") == "a\nb\n"  # mixed input: leave it
 
 
 def test_progress_numbers():

@@ -61,14 +61,6 @@ def test_copies_out_of_the_source_stop_at_copy_end():
     assert index.propose([7], 10) == [5]
 
 
-def test_match_ends_lists_every_match_longest_first():
-    index = NgramIndex(max_ngram=2)
-    index.extend([1, 2, 3, 2, 4, 1, 2])
-    # (1, 2) ends at 2 (its match at 7 ends the index: nothing follows it), then each 2 alone
-    assert index.match_ends([1, 2]) == [2, 2, 4]
-    assert index.match_ends([9]) == []
-
-
 def test_nothing_to_propose():
     index = NgramIndex(max_ngram=2)
     index.extend([1, 2])

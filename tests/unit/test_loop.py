@@ -55,6 +55,7 @@ def decode(method: str, prompt_text: str, reply_text: str, draft_reply: str | No
     strategy = strategies.make(method, DecodingOptions(), draft, {EOS}, *costs, copy_end)
     detok = Detokenizer(TOK)
     steps = list(generate(target, strategy, prompt, detok, StopRule({EOS}, "```", max_new)))
+    steps[-1].stats.draft_forward_passes = draft.forward_passes  # the caller counts them, as Engine.edit does
     return detok, steps
 
 

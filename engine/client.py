@@ -1,9 +1,10 @@
 """Client of the engine daemon: connect, auto-spawn, reconnect, stream jobs.
 
-The language server imports this module, so it must never pull in torch: it
-speaks engine.protocol over a socket and starts the daemon as a separate process
-(``python -m engine.cli engine serve``). One connection carries many jobs; a
-reader task routes each reply to its job's queue.
+The language server and `blazedit edit|engine status|engine stop` use it. It lives
+next to the protocol and, like it, never pulls in torch: it speaks engine.protocol
+over a socket and starts the daemon as a separate process (``python -m engine.cli
+engine serve``). One connection carries many jobs; a reader task routes each reply
+to its job's queue.
 
 Addresses: ``auto`` (the per-user default socket; spawn a detached daemon there
 if none answers), ``embedded`` (a private daemon on a private socket that exits
@@ -24,13 +25,13 @@ from collections import deque
 from pathlib import Path
 from typing import AsyncIterator
 
+import engine
 from engine import protocol
-from engine.address import (TOKEN_ENV, Address, AddressError, default_address, lock_owner, parse_address,
-                            runtime_dir)
+from engine.address import (EXIT_ALREADY_RUNNING, TOKEN_ENV, Address, AddressError, default_address, lock_owner,
+                            parse_address, runtime_dir)
 
 log = logging.getLogger(__name__)
 
-EXIT_ALREADY_RUNNING = 3  # engine.daemon.EXIT_ALREADY_RUNNING (not imported: that module is daemon-side)
 CONNECT_TIMEOUT = 10.0
 REPLY_TIMEOUT = 30.0
 
@@ -40,8 +41,8 @@ class EngineUnavailable(Exception):
     message says what to do (and where the daemon's log is)."""
 
 
-class _Connection:
-    """One open connection and the jobs and requests waiting on it."""
+class ClientConnection:
+    """The client's end of one open connection, and the jobs and requests waiting on it."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, welcome: protocol.Welcome):
         self.reader, self.writer, self.welcome = reader, writer, welcome
@@ -138,7 +139,7 @@ class EngineClient:
         self.spawn_timeout = spawn_timeout
         self.serve_args = list(serve_args or [])
         self.client_name = client_name
-        self._conn: _Connection | None = None
+        self._conn: ClientConnection | None = None
         self._connect_lock = asyncio.Lock()
         self._process: subprocess.Popen | None = None
         self._parent_pipe: int | None = None  # embedded: the child exits when this closes
@@ -231,7 +232,7 @@ class EngineClient:
 
     # ------------------------------------------------------------ connecting
 
-    async def _connected(self, spawn: bool | None = None) -> _Connection:
+    async def _connected(self, spawn: bool | None = None) -> ClientConnection:
         async with self._connect_lock:
             if self._conn and self._conn.alive:
                 return self._conn
@@ -258,7 +259,7 @@ class EngineClient:
                 raise
             return self._conn
 
-    async def _open(self) -> _Connection:
+    async def _open(self) -> ClientConnection:
         if self.address.is_tcp:
             opening = asyncio.open_connection(self.address.host, self.address.port)
         else:
@@ -280,7 +281,7 @@ class EngineClient:
         if not isinstance(reply, protocol.Welcome):
             writer.close()
             raise EngineUnavailable(f"the engine daemon at {self.address} answered hello with {type(reply).__name__}")
-        return _Connection(reader, writer, reply)
+        return ClientConnection(reader, writer, reply)
 
     def _check_models(self, welcome: protocol.Welcome) -> None:
         if self.model and welcome.target.spec != self.model:
@@ -288,8 +289,12 @@ class EngineClient:
                 f"the engine daemon at {self.address} serves {welcome.target.spec}, not {self.model}: stop it "
                 f"(`blazedit engine stop{_address_flag(self.address)}`) or use another address")
 
-    async def _spawn_and_connect(self) -> _Connection:
+    async def _spawn_and_connect(self) -> ClientConnection:
         """Start a daemon on our address and wait until it answers, or fail with its log."""
+        if not engine.installed():
+            raise EngineUnavailable(
+                f"no engine daemon answers at {self.address}, and this installation cannot start one: the engine "
+                f"is not installed (no torch). Install it ({engine.INSTALL_HINT}) or use a running daemon's address")
         deadline = time.monotonic() + self.spawn_timeout
         process = self._spawn()
         delay = 0.02

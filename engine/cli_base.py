@@ -1,0 +1,42 @@
+"""What `blazedit`'s commands share (engine/cli.py: edit and bench; engine/daemon_cli.py:
+the daemon): the error that ends a command, and the model options. No torch here."""
+
+from __future__ import annotations
+
+import argparse
+
+import engine
+from engine.catalogue import DEFAULT_TARGET
+
+
+class CliError(Exception):
+    """One line for the user; exit status 2 (1 for a generation that did not finish,
+    3 for an edit that removes definitions)."""
+
+    def __init__(self, message: str, status: int = 2):
+        super().__init__(message)
+        self.status = status
+
+
+def require_engine(what: str) -> None:
+    """Raise CliError saying how to install the engine when torch is missing
+    (the base install runs the language server and talks to daemons only)."""
+    if not engine.installed():
+        raise CliError(f"{what} needs the engine, which is not installed here (no torch): {engine.INSTALL_HINT}")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=DEFAULT_TARGET, help=f"target model spec (default {DEFAULT_TARGET})")
+    parser.add_argument("--draft", default="default", help="draft model spec, 'none', or 'default' (the usual partner)")
+    parser.add_argument("--runtime", default="auto", choices=("auto", "torch", "llama.cpp"),
+                        help="auto (default): llama.cpp for GGUF models on a CPU when installed, else torch")
+    parser.add_argument("--draft-runtime", default=None, choices=("auto", "torch", "llama.cpp"),
+                        help="the draft's runtime (default: as --runtime)")
+    parser.add_argument("--device", default=None, help="torch runtime: cuda, mps, cpu (default: the fastest present)")
+    parser.add_argument("--dtype", default=None, help="torch runtime: bf16, fp16, fp32 (default: bf16 where fast)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads (default: every core for llama.cpp, torch's choice for torch)")
+
+
+def draft_spec(args: argparse.Namespace) -> str | None:
+    return None if args.draft == "none" else args.draft

@@ -20,6 +20,21 @@ from engine import prompts, quality
 from engine.bench import load_items
 from engine.session import Engine
 
+_build = prompts.build
+
+
+def _instruction_first(text: str, instruction: str, path: str = "", language: str | None = None):
+    """The instruction before the file: nothing of the prompt is reusable across instructions."""
+    prompt = _build(text, "", path, language)
+    user = prompt.messages[1]["content"]
+    prompt.messages[1]["content"] = f"Instruction: {instruction.strip()}\n\n" + user.replace(
+        prompts.AFTER_FILE + "\n\n", prompts.AFTER_FILE, 1)
+    return prompt
+
+
+README_EXAMPLE = {"id": "readme/inventory.py", "path": "docs/examples/inventory.py",
+                  "instruction": "add type hints and docstrings"}
+
 VARIANTS = {
     "current": {},
     "must-change": {"SYSTEM": (
@@ -28,6 +43,7 @@ VARIANTS = {
         "block. Keep every line and every definition you were not asked to change exactly as it was; never "
         "leave out or shorten any part of the file.")},
     "instruction-named-first": {"AFTER_FILE": "\n\nApply this instruction to the file above: "},
+    "instruction-first": {"AFTER_FILE": "\n\n", "build": _instruction_first},
 }
 
 
@@ -44,6 +60,7 @@ def run(engine: Engine, items: list[dict], variant: dict) -> list[dict]:
             judged = quality.assess(item, result.text)
             rows.append({"item": item["id"], "seconds": time.perf_counter() - start, "tokens": len(result.tokens),
                          "finish_reason": result.finish_reason, **judged.__dict__})
+            print(" ", rows[-1], flush=True)
         return rows
     finally:
         for name, value in saved.items():
@@ -65,22 +82,28 @@ def main() -> None:
     parser.add_argument("--spread", type=int, default=24)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--runtime", default=None)
+    parser.add_argument("--readme-example", action="store_true",
+                        help="also edit docs/examples/inventory.py with the README's instruction")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     items = load_items(args.dataset, None, None, args.spread)
+    if args.readme_example:
+        items.append({**README_EXAMPLE, "before": Path(README_EXAMPLE["path"]).read_text()})
     engine = Engine.load(runtime=args.runtime, threads=2)
+    command = "python bench/prompt_quality.py " + " ".join(
+        [str(args.dataset), "--spread", str(args.spread), "--variants", *args.variants, "--out", str(args.out)]
+        + (["--readme-example"] if args.readme_example else [])
+        + (["--runtime", args.runtime] if args.runtime else []))
+    variants = {name: {key: value if isinstance(value, str) else value.__doc__ for key, value in variant.items()}
+                for name, variant in VARIANTS.items() if name in args.variants}
+    args.out.mkdir(parents=True, exist_ok=True)
     results = {}
-    for name in args.variants:  # one variant after another on the same engine
+    for name in args.variants:  # one variant after another on the same engine; written after each
         results[name] = {"rows": run(engine, items, VARIANTS[name])}
         results[name]["summary"] = summary(results[name]["rows"])
         print(name, json.dumps(results[name]["summary"]), flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    command = "python bench/prompt_quality.py " + " ".join(
-        [str(args.dataset), "--spread", str(args.spread), "--variants", *args.variants, "--out", str(args.out)]
-        + (["--runtime", args.runtime] if args.runtime else []))
-    (args.out / "results.json").write_text(json.dumps({"command": command, "variants": VARIANTS,
-                                                       "results": results}, indent=1))
-
+        (args.out / "results.json").write_text(
+            json.dumps({"command": command, "variants": variants, "results": results}, indent=1))
 
 if __name__ == "__main__":
     main()

@@ -132,6 +132,16 @@ def region_problem(text: str, start: int, end: int) -> str | None:
     return None
 
 
+def line_region(text: str, first: int, last: int) -> tuple[int, int]:
+    """The str offsets [start, end) of lines ``first`` to ``last`` of ``text`` (1-based,
+    inclusive, each ending at its newline); ValueError if the file has no such lines."""
+    count = text.count("\n") + (not text.endswith("\n") and text != "")
+    if not 1 <= first <= last <= count:
+        raise ValueError(f"lines {first}-{last} are not within the file's {count} lines")
+    starts = [0] + [m.end() for m in re.finditer("\n", text)]
+    return starts[first - 1], starts[last] if last < len(starts) else len(text)
+
+
 def fence_for(body: str) -> str:
     """A backtick fence longer than any backtick run in the file (CommonMark rule),
     so a closing fence line can only be the end of the file."""

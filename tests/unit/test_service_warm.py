@@ -161,8 +161,8 @@ async def test_a_warm_over_the_document_limit_is_ignored(gated):
     service = Service(gated, max_document_bytes=len(TEXT))
     runner = asyncio.create_task(service.run())
     gated.release.set()
-    service.warm(warm(TEXT + "x", "big"))
     service.warm(warm(TEXT, "fits"))
+    service.warm(warm(TEXT + "x", "big"))  # the newest: it would run first
     await warms_returned(gated, 1)
     await settled(service, 1)
     assert {entry[1] for entry in gated.log} == {TEXT}

@@ -29,7 +29,7 @@ from engine.runtimes.torch_runtime import TorchRuntime
 log = logging.getLogger(__name__)
 
 DEFAULT_PREFIX_CACHE_BYTES = 1 << 30
-WARM_CHUNK_TOKENS = 256  # prefill per forward pass while warming: how long an edit may wait for a warm to stop
+WARM_CHUNK_TOKENS = 128  # prefill per forward pass while warming: an edit waits for at most one such pass
 WARM_MARGIN_TOKENS = 4  # warming stops this short of the file's end: tokens at the boundary may merge differently
 
 

@@ -86,6 +86,16 @@ def test_a_warm_stops_between_chunks_and_the_edit_reuses_what_it_prefilled(engin
     assert result.tokens == run(fresh(engine)).tokens
 
 
+def test_warming_a_changed_file_prefills_only_from_the_change(engines):
+    engine = fresh(engines["same"], chunk=64)
+    engine.warm(TEXT, path="t.py")
+    run(engine, OTHER)  # the live caches now hold another file: the warm restores from the prefix cache
+    changed = TEXT[:-len("print(x)\n\n")] + "print(y)\n\n"
+    before = passes(engine)
+    assert engine.warm(changed, path="t.py") == len(engine.warm_prefix(changed, "t.py"))
+    assert passes(engine) == (before[0] + 1, before[1] + 1)  # one chunk each: the tail from the change on
+
+
 def test_a_file_too_large_for_the_context_is_not_warmed(engines):
     engine = fresh(engines["same"])
     before = passes(engine)

@@ -109,7 +109,7 @@ WARNING = "blazedit: warning: the edit removes restock() (lines 6-7; the result 
 @pytest.fixture
 def dropping(monkeypatch, tmp_path):
     """inventory.py, and an engine (a daemon, to the CLI) that answers with DROPPED."""
-    monkeypatch.setattr(cli, "edit_via_daemon", lambda args, text, options: protocol.Done(
+    monkeypatch.setattr(cli, "edit_via_daemon", lambda args, text, options, region: protocol.Done(
         job_id="scripted", text=DROPPED, finish_reason="stop", stats=protocol.Stats()))
     path = tmp_path / "inventory.py"
     path.write_text(INVENTORY)

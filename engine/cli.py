@@ -155,8 +155,8 @@ def run_edit(args: argparse.Namespace) -> int:
             progress.status("loading models")
             engine = load_engine(args)
             progress.status("reading the file")
-            for event in engine.edit(text, args.instruction, path=str(args.path), method=args.method, options=options,
-                                     region=region):
+            for event in engine.edit(text, args.instruction, path=str(args.path), method=args.method,
+                                     options=options, region=region):
                 if isinstance(event, Result):
                     result = event
                 else:

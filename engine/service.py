@@ -132,10 +132,13 @@ class Service:
             if self._warming and self._warming.warm.document == warm.document:
                 self._warming.replaced = True
                 self._warming.stop.set()
+        self._enqueue(job)
+        self._wakeup.set()
+
+    def _enqueue(self, job: WarmJob) -> None:
         self._warms.append(job)
         while len(self._warms) > self.MAX_WARMS:
             log.info("warm of %r dropped: %d warms wait", self._warms.popleft().name, self.MAX_WARMS)
-        self._wakeup.set()
 
     @property
     def warming(self) -> str | None:
@@ -240,7 +243,7 @@ class Service:
         if done:
             self.warms_done += 1
         elif warm.stop.is_set() and not warm.replaced and not self._closing:
-            self._warms.append(WarmJob(warm.warm))  # pre-empted by an edit: resume it after
+            self._enqueue(WarmJob(warm.warm))  # pre-empted by an edit: resume it after
 
     def close(self) -> None:
         """Refuse new jobs; end every job with Error(shutting_down)."""

@@ -253,7 +253,8 @@ class DecodingMethod:
 
 METHODS: dict[str, DecodingMethod] = {
     "regular": DecodingMethod(lambda i: Regular(), needs_draft=False),
-    "pld": DecodingMethod(lambda i: PromptLookup(i.options, i.target_cost, i.copy_end, i.copy_start), needs_draft=False),
+    "pld": DecodingMethod(lambda i: PromptLookup(i.options, i.target_cost, i.copy_end, i.copy_start),
+                          needs_draft=False),
     "assisted": DecodingMethod(lambda i: Assisted(i.draft, i.options, i.eos, i.target_cost, i.draft_cost),
                                needs_draft=True),
     "blazedit": DecodingMethod(lambda i: Blazedit(i.draft, i.options, i.eos, i.target_cost, i.draft_cost,

@@ -19,6 +19,7 @@ def test_file_end_is_just_past_the_closing_fence(text):
     before = rendered[:p.file_end(rendered)]
     assert before.endswith(text.rstrip("\n") + "\n" + p.fence)
     assert before.count(p.fence) == 2  # the opening fence and the closing one
+    assert p.context_end(rendered) == p.file_end(rendered)  # a whole-file prompt's context is the file
 
 
 def test_language_from_path_or_client():
@@ -128,6 +129,14 @@ def test_line_region_refuses_lines_the_file_lacks(first, last):
 ])
 def test_region_problem_names_what_is_wrong(start, end, problem):
     assert problem in prompts.region_problem(FILE, start, end)
+
+
+@pytest.mark.parametrize("text", ["", "\n", "\nx\n", "``\n"])
+def test_the_context_ends_at_the_files_closing_fence_whatever_the_file(text):
+    p = prompts.build(text, "x", region=(0, len(text)))
+    rendered = render(p)
+    assert rendered[:p.context_end(rendered)].endswith(text.rstrip("\n") + "\n" + p.fence)
+    assert rendered[:p.context_end(rendered)].count(p.fence) == 2
 
 
 def test_regions_on_line_boundaries_are_fine():

@@ -14,7 +14,8 @@ from pathlib import Path
 from engine.cli_base import CliError, add_model_arguments, draft_spec, require_engine
 from engine.daemon_cli import add_engine_commands, add_engine_option, edit_via_daemon
 from engine.guard import Removal, removed_definitions
-from engine.protocol import METHODS, DecodingOptions
+from engine.prompts import line_region
+from engine.protocol import METHODS, DecodingOptions, Region
 
 log = logging.getLogger("blazedit")
 
@@ -45,9 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="-v info, -vv debug logging")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    edit = sub.add_parser("edit", help="regenerate a whole file following an instruction")
+    edit = sub.add_parser("edit", help="regenerate a whole file (or some of its lines) following an instruction")
     edit.add_argument("path", type=Path)
     edit.add_argument("-i", "--instruction", required=True)
+    edit.add_argument("--lines", metavar="A-B", type=parse_lines,
+                      help="regenerate only lines A to B (1-based, inclusive); the rest of the file is kept")
     edit.add_argument("--method", default="blazedit", choices=METHODS)
     add_model_arguments(edit)
     edit.add_argument("--max-new-tokens", type=int, default=None, help="default: the file's tokens plus a margin")
@@ -80,6 +83,15 @@ def add_bench_command(sub) -> None:
     add_model_arguments(bench)
     bench.add_argument("--out", type=Path, default=Path("bench/results/latest"))
     bench.set_defaults(run=run_bench)
+
+
+def parse_lines(value: str) -> tuple[int, int]:
+    """``A-B`` (or ``A``) for --lines."""
+    first, _, last = value.partition("-")
+    try:
+        return int(first), int(last or first)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected A-B (line numbers), got {value!r}") from None
 
 
 def load_engine(args: argparse.Namespace):
@@ -126,24 +138,39 @@ def run_edit(args: argparse.Namespace) -> int:
 
     text = read_source(args.path)
     options = DecodingOptions(max_new_tokens=args.max_new_tokens)
-    if (done := edit_via_daemon(args, text, options)) is not None:
-        return report(args, text, done)
+    region = None
+    if args.lines:
+        try:
+            start, end = line_region(text, *args.lines)
+        except ValueError as exc:
+            raise CliError(f"--lines: {exc}") from None
+        region = Region(start=start, end=end)
+    if (done := edit_via_daemon(args, text, options, region)) is not None:
+        return report(args, text, spliced(done, text, region))
     require_engine("blazedit edit without a running daemon (--engine ADDRESS)")
     from engine.session import EngineError, Result
 
     try:
-        with EditProgress(len(text), enabled=not args.json) as progress:
+        with EditProgress(len(text[region.start:region.end] if region else text), enabled=not args.json) as progress:
             progress.status("loading models")
             engine = load_engine(args)
             progress.status("reading the file")
-            for event in engine.edit(text, args.instruction, path=str(args.path), method=args.method, options=options):
+            for event in engine.edit(text, args.instruction, path=str(args.path), method=args.method,
+                                     options=options, region=region):
                 if isinstance(event, Result):
                     result = event
                 else:
                     progress.update(event.chars, event.stats)
     except EngineError as exc:
         raise CliError(exc.message) from None
-    return report(args, text, result)
+    return report(args, text, spliced(result, text, region))
+
+
+def spliced(result, text: str, region: Region | None):
+    """A region edit's result with the whole file as its text (the new lines spliced in)."""
+    if region is not None:
+        result.text = text[:region.start] + result.text + text[region.end:]
+    return result
 
 
 def run_bench(args: argparse.Namespace) -> int:

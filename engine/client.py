@@ -184,6 +184,13 @@ class EngineClient:
             if not finished and conn.alive:
                 conn.writer.write(protocol.encode(protocol.Cancel(job_id=edit.job_id)))
 
+    async def warm(self, text: str, *, path: str = "", language: str | None = None,
+                   document: str | None = None) -> None:
+        """Ask the daemon to prefill the prompt prefix of ``text`` ahead of an edit; returns
+        once sent (a Warm has no reply). Connects (or spawns) like ``edit``."""
+        conn = await self._connected()
+        await conn.send(protocol.Warm(text=text, path=path, language=language, document=document))
+
     async def cancel(self, job_id: str) -> None:
         """Ask the daemon to stop a job; its stream then ends with Done(cancelled)."""
         if self._conn and self._conn.alive:

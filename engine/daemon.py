@@ -336,12 +336,17 @@ class Daemon:
             try:
                 request = protocol.decode_request(body)
             except msgspec.DecodeError as exc:
+                if _raw(body).get("type") == "warm":  # a Warm has no reply, not even an error
+                    log.info("ignored a malformed warm from %s: %s", conn.peer, exc)
+                    continue
                 conn.send(protocol.Error(code="bad_request", message=f"malformed request: {exc}",
                                          job_id=self._job_id_of(conn, body)))
                 continue
             match request:
                 case protocol.Edit():
                     self.service.submit(conn, conn.send, request)
+                case protocol.Warm():
+                    self.service.warm(request)
                 case protocol.Cancel(job_id=job_id):
                     self.service.cancel(conn, job_id)
                 case protocol.Status():
@@ -356,11 +361,8 @@ class Daemon:
     def _job_id_of(self, conn: DaemonConnection, body: bytes) -> str | None:
         """The job id of a malformed request, when it has a usable one, so that the
         client's job gets its terminal Error."""
-        try:
-            raw = msgspec.msgpack.decode(body)
-        except msgspec.DecodeError:
-            return None
-        job_id = raw.get("job_id") if isinstance(raw, dict) else None
+        raw = _raw(body)
+        job_id = raw.get("job_id")
         if isinstance(job_id, str) and raw.get("type") == "edit" and not self.service.has_job(conn, job_id):
             return job_id
         return None
@@ -372,7 +374,17 @@ class Daemon:
             target=self.engine.target, draft=self.engine.draft, jobs=self.service.job_infos(),
             clients=len(self.connections), cache_entries=entries, cache_bytes=nbytes, cache_budget_bytes=budget,
             address=str(self.options.address), log_path=str(self.options.log_file),
-            idle_timeout_seconds=self.options.idle_timeout, jobs_accepted=self.service.jobs_accepted)
+            idle_timeout_seconds=self.options.idle_timeout, jobs_accepted=self.service.jobs_accepted,
+            warming=self.service.warming, warms_done=self.service.warms_done)
+
+
+def _raw(body: bytes) -> dict:
+    """A malformed request's body as a map, if it is one (else empty)."""
+    try:
+        raw = msgspec.msgpack.decode(body)
+    except msgspec.DecodeError:
+        return {}
+    return raw if isinstance(raw, dict) else {}
 
 
 def _token_ok(given: str | None, expected: str) -> bool:

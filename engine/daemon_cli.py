@@ -125,6 +125,8 @@ def describe_status(s: protocol.StatusReply) -> list[str]:
         f"{s.jobs_accepted} accepted since start",
     ]
     lines += [f"    {j.state:8} {j.job_id}  {j.document or ''}  {j.tokens} tokens" for j in s.jobs]
+    lines.append(f"  warming: {s.warming if s.warming is not None else 'nothing'}; "
+                 f"{s.warms_done} prompt(s) warmed since start")
     lines += [
         f"  clients: {s.clients}",
         f"  prefix cache: {s.cache_entries} prompts, "
@@ -162,7 +164,8 @@ def run_stop(args: argparse.Namespace) -> int:
     return 0
 
 
-def edit_via_daemon(args: argparse.Namespace, text: str, options: protocol.DecodingOptions):
+def edit_via_daemon(args: argparse.Namespace, text: str, options: protocol.DecodingOptions,
+                    region: protocol.Region | None = None):
     """Run ``blazedit edit`` on a daemon; returns its Done, or None to run in this process
     (``--engine embedded``, or ``auto`` with no daemon serving the requested model)."""
     if args.engine == "embedded":
@@ -183,8 +186,9 @@ def edit_via_daemon(args: argparse.Namespace, text: str, options: protocol.Decod
         from engine.edit_progress import EditProgress
 
         edit = protocol.Edit(job_id=uuid.uuid4().hex, text=text, instruction=args.instruction,
-                             path=str(args.path), document=str(args.path), method=args.method, options=options)
-        with EditProgress(len(text), enabled=not args.json) as progress:
+                             path=str(args.path), document=str(args.path), method=args.method, options=options,
+                             region=region)
+        with EditProgress(len(text[region.start:region.end] if region else text), enabled=not args.json) as progress:
             progress.status(f"waiting for the engine daemon at {client.address}")
             async for message in client.edit(edit):
                 match message:

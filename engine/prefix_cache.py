@@ -40,6 +40,13 @@ class PrefixCache:
                 self._entries.move_to_end(best_key)
                 model.adopt(best_key, self._entries[best_key][i])
 
+    def held(self, model_index: int, model: CachedModel, prompt: Sequence[int]) -> int:
+        """How many leading tokens of ``prompt`` the model holds live or the cache has saved for it."""
+        as_key = tuple(prompt)
+        saved = (min(common_prefix_length(key, as_key), snaps[model_index].length)
+                 for key, snaps in self._entries.items() if snaps[model_index] is not None)
+        return max(common_prefix_length(model.tokens, prompt), *saved, 0)
+
     def remember(self, models: Sequence[CachedModel], prompt: Sequence[int]) -> None:
         """Save what each model's cache still holds of ``prompt``."""
         if self.budget_bytes <= 0 or len(prompt) < MIN_REUSE_TOKENS:

@@ -1,10 +1,12 @@
-"""The prompt for a whole-file edit, and the file extracted back from the reply.
+"""The prompt for an edit of a whole file or of a region of it, and the new text
+extracted back from the reply.
 
-Layout: a fixed system message, then the file in a code fence, then the
-instruction. The file comes before the instruction so that the KV cache of
-"system + file" can be reused by the next edit of the same file. The reply is
-pre-opened with the fence, so the model starts writing the file at once and
-the first closing fence line ends it.
+Layout: a fixed system message, then the file in a code fence, then (for a region)
+the selected lines in a fence of their own, then the instruction. The file comes
+before the rest so that the KV cache of "system + file" can be reused by the next
+edit of the same file, whole or a region, and prefilled before any edit is asked
+for (``warm_end``). The reply is pre-opened with the fence, so the model starts
+writing at once and the first closing fence line ends it.
 """
 
 from __future__ import annotations
@@ -42,13 +44,15 @@ def language_for(path: str, language: str | None = None) -> str:
 
 @dataclass(frozen=True)
 class EditPrompt:
-    """What the engine needs to build the prompt and to map the reply back to a file."""
+    """What the engine needs to build the prompt and to map the reply back to a file
+    (or, for a region edit, to the region's new text)."""
 
     messages: list[dict]
     reply_prefix: str  # appended after the chat template's generation prompt
     fence: str
     line_ending: str
     trailing_newline: bool
+    region: bool = False  # the reply is a region: its blank last lines are kept (they separate it from what follows)
 
     def file_from_reply(self, reply: str) -> str:
         """The file text from the model's reply (which starts inside the fence)."""
@@ -60,15 +64,26 @@ class EditPrompt:
         return self.restore_layout(body, complete=end >= 0)
 
     def file_end(self, rendered: str) -> int:
-        """Where the fence closing the file ends in the rendered prompt: a reply that
-        copies the file ends there. (The fence is longer than any backtick run in the
-        file, so its first match is the closing one.)"""
+        """Where the fence closing what the reply rewrites (the file, or the region) ends
+        in the rendered prompt: a reply that copies it ends there. (The fence is longer
+        than any backtick run in the file, so its first match is the closing one.)"""
         return rendered.index("\n" + self.fence + AFTER_FILE) + 1 + len(self.fence)
+
+    def context_end(self, rendered: str) -> int:
+        """Where the fence closing the file ends: the prompt up to here, system message
+        and file, is the same for every edit of this file, whole or a region."""
+        opening = rendered.index("\n" + self.fence) + 1 + len(self.fence)
+        return rendered.index("\n" + self.fence, opening) + 1 + len(self.fence)
+
+    def copy_start(self, rendered: str) -> int:
+        """Where prompt lookup's source begins: the file for a whole-file edit; the
+        region's own fence, after the file, for a region edit."""
+        return self.context_end(rendered) if self.region else 0
 
     def restore_layout(self, body: str, complete: bool = True) -> str:
         """Give the model's text the input's line endings and final newline."""
         if complete:
-            body = body.rstrip("\n")
+            body = body if self.region else body.rstrip("\n")
             if self.trailing_newline and body:
                 body += "\n"
         if self.line_ending != "\n":
@@ -76,20 +91,55 @@ class EditPrompt:
         return body
 
 
-def build(text: str, instruction: str, path: str = "", language: str | None = None) -> EditPrompt:
+def build(text: str, instruction: str, path: str = "", language: str | None = None,
+          region: tuple[int, int] | None = None) -> EditPrompt:
+    """The prompt for editing ``text``, or only ``text[start:end]`` when ``region`` is given
+    (str offsets on line boundaries: check them with ``region_problem`` first)."""
     line_ending = "\r\n" if "\r\n" in text else "\n"
-    body = text.replace("\r\n", "\n")
-    trailing = body.endswith("\n")
-    body = body.rstrip("\n")
+    body = text.replace("\r\n", "\n").rstrip("\n")
     fence = fence_for(body)
     lang = language_for(path, language)
     name = f" `{PurePath(path).name}`" if path else ""
-    user = (
-        f"File{name}:\n{fence}{lang}\n{body}\n{fence}{AFTER_FILE}{instruction.strip()}\n\n"
-        f"Reply with the whole edited file in one {fence}{lang} code block."
-    )
+    context = f"File{name}:\n{fence}{lang}\n{body}\n{fence}"
+    if region is None:
+        user = (f"{context}{AFTER_FILE}{instruction.strip()}\n\n"
+                f"Reply with the whole edited file in one {fence}{lang} code block.")
+        trailing = text.endswith("\n")
+    else:
+        start, end = region
+        selected = text[start:end].replace("\r\n", "\n")
+        trailing = selected.endswith("\n") or (not selected and text != "")  # an empty one sits at a line start
+        first = text.count("\n", 0, start) + 1
+        last = first + selected.count("\n") - trailing
+        shown = selected.removesuffix("\n")  # blank last lines stay visible
+        where = f"Lines {first}-{last} of the file" if selected else f"An empty selection before line {first}"
+        user = (f"{context}\n\n{where}:\n{fence}{lang}\n{shown}\n{fence}{AFTER_FILE}"
+                f"{instruction.strip()}\n\nRewrite only these lines. Reply with the rewritten lines alone, "
+                f"in one {fence}{lang} code block; the rest of the file stays as it is.")
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
-    return EditPrompt(messages, f"{fence}{lang}\n", fence, line_ending, trailing)
+    return EditPrompt(messages, f"{fence}{lang}\n", fence, line_ending, trailing, region=region is not None)
+
+
+def region_problem(text: str, start: int, end: int) -> str | None:
+    """Why ``text[start:end]`` is not a region that can be edited (offsets out of
+    range, or not on line boundaries), or None when it is."""
+    if not 0 <= start <= end <= len(text):
+        return f"region [{start}, {end}) is not within the text of {len(text)} characters"
+    if start and text[start - 1] != "\n":
+        return f"region start {start} is not at the start of a line"
+    if end < len(text) and end and text[end - 1] != "\n":
+        return f"region end {end} is not at the end of a line (just after a newline, or the end of the text)"
+    return None
+
+
+def line_region(text: str, first: int, last: int) -> tuple[int, int]:
+    """The str offsets [start, end) of lines ``first`` to ``last`` of ``text`` (1-based,
+    inclusive, each ending at its newline); ValueError if the file has no such lines."""
+    count = text.count("\n") + (not text.endswith("\n") and text != "")
+    if not 1 <= first <= last <= count:
+        raise ValueError(f"lines {first}-{last} are not within the file's {count} lines")
+    starts = [0] + [m.end() for m in re.finditer("\n", text)]
+    return starts[first - 1], starts[last] if last < len(starts) else len(text)
 
 
 def fence_for(body: str) -> str:

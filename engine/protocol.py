@@ -18,7 +18,7 @@ from typing import Annotated, Literal, Union, get_args
 
 import msgspec
 
-PROTOCOL_VERSION = 2  # 2: Welcome and StatusReply lost the fields no client read
+PROTOCOL_VERSION = 3  # 3: Warm, Edit.region; 2: Welcome and StatusReply lost the fields no client read
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 HELLO_MAX_FRAME_BYTES = 64 * 1024
 
@@ -91,11 +91,23 @@ class Hello(Message, tag="hello"):
         return f"Hello(protocol={self.protocol!r}, client={self.client!r}, token={token})"
 
 
+class Region(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Lines ``text[start:end]`` of an Edit's text: str offsets (Python indices), both on
+    line boundaries (``start`` at 0 or just after a newline, ``end`` at the text's end or
+    just after a newline); other values are refused with ``bad_request``."""
+
+    start: int
+    end: int
+
+
 class Edit(Message, tag="edit"):
     """Regenerate ``text`` following ``instruction``.
 
     ``document`` names the buffer (its URI, say): a newer Edit for the same
-    document on the same connection cancels the older one.
+    document on the same connection cancels the older one. With ``region`` the model
+    regenerates only ``text[start:end]`` (the whole file stays in the prompt as
+    context), and Progress/Done carry the region's new text, to splice into
+    [start, end).
     """
 
     job_id: str
@@ -106,6 +118,20 @@ class Edit(Message, tag="edit"):
     document: str | None = None
     method: Method = "blazedit"
     options: DecodingOptions = msgspec.field(default_factory=DecodingOptions)
+    region: Region | None = None
+
+
+class Warm(Message, tag="warm"):
+    """Prefill, at the lowest priority, the prompt prefix that every edit of ``text``
+    shares (system message and file), so that the next Edit of it starts at once.
+    No reply, ever: a newer Warm of the same ``document`` replaces an older one, an
+    Edit pre-empts a running Warm within one chunk of prefill, and Warms the daemon
+    cannot or need not do (too large, already cached, too many waiting) are dropped."""
+
+    text: str
+    path: str = ""
+    language: str | None = None
+    document: str | None = None
 
 
 class Cancel(Message, tag="cancel"):
@@ -124,7 +150,7 @@ class Shutdown(Message, tag="shutdown"):
     """Stop the daemon: jobs end with ``Error(shutting_down)``, then ``Bye``."""
 
 
-Request = Union[Hello, Edit, Cancel, Status, Shutdown]
+Request = Union[Hello, Edit, Warm, Cancel, Status, Shutdown]
 
 
 # ---------------------------------------------------------------- replies
@@ -183,7 +209,8 @@ class Started(Message, tag="started"):
 
 
 class Progress(Message, tag="progress"):
-    """Streamed after target forward passes; ``text`` is new since the last Progress."""
+    """Streamed after target forward passes; ``text`` is new since the last Progress
+    (of the region's new text, for an Edit with a region)."""
 
     job_id: str
     text: str
@@ -193,8 +220,9 @@ class Progress(Message, tag="progress"):
 
 
 class Done(Message, tag="done"):
-    """Terminal message of a job. ``text`` is the regenerated file, already
-    extracted from the reply, with the input's line endings."""
+    """Terminal message of a job. ``text`` is the regenerated file (or, for an Edit with
+    a region, the region's new text), already extracted from the reply, with the
+    input's line endings."""
 
     job_id: str
     text: str
@@ -232,6 +260,10 @@ class StatusReply(Message, tag="status_reply"):
     log_path: str = ""
     idle_timeout_seconds: float | None = None
     jobs_accepted: int = 0
+    warming: str | None = None
+    """The document (else the path) whose prompt prefix is being warmed now."""
+    warms_done: int = 0
+    """Warms finished since the start (already cached ones included; pre-empted or dropped ones not)."""
 
 
 class Bye(Message, tag="bye"):

@@ -5,6 +5,11 @@ single worker thread runs one job at a time while the event loop keeps serving
 connections. Jobs run in arrival order. Every message of a job reaches its
 connection's ``send`` on the event-loop thread, in order, and every accepted job
 gets exactly one terminal message (``Done`` or ``Error``).
+
+Warms (prompt prefills ahead of edits) run on the same worker at the lowest
+priority: only while no job waits, newest first, and an arriving job stops a
+running warm before its next chunk of prefill (the warm goes back to wait, and
+what it prefilled is reused). They have no replies.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
-from engine import protocol
+from engine import prompts, protocol
 from engine.session import Engine, EngineError, Result
 from engine.throttle import Throttle
 
@@ -47,11 +52,26 @@ class DaemonJob:
         return self.owner, self.edit.job_id  # the owner itself, not id(): ids are reused after a disconnect
 
 
+@dataclass(eq=False)
+class WarmJob:
+    """A Warm waiting or running; ``replaced`` once a newer Warm of its document came."""
+
+    warm: protocol.Warm
+    stop: threading.Event = field(default_factory=threading.Event)
+    replaced: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.warm.document if self.warm.document is not None else self.warm.path
+
+
 def _ignore(message: protocol.Message) -> None:
     """Where a disconnected client's messages go."""
 
 
 class Service:
+    MAX_WARMS = 8  # waiting warms; beyond it the oldest are dropped
+
     def __init__(self, engine: Engine, *, max_document_bytes: int = 4 * 1024 * 1024,
                  max_queue: int = 256, progress_interval: float = 0.05):
         self.engine = engine
@@ -63,6 +83,9 @@ class Service:
         self._queue: deque[DaemonJob] = deque()
         self._jobs: dict[tuple[object, str], DaemonJob] = {}
         self._running: DaemonJob | None = None
+        self._warms: deque[WarmJob] = deque()  # newest last
+        self._warming: WarmJob | None = None
+        self.warms_done = 0
         self._closing = False
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
@@ -91,7 +114,36 @@ class Service:
         log.info("job %s queued at %d (%s, %d chars)", edit.job_id, position, edit.method, len(edit.text))
         if position:
             send(protocol.Queued(job_id=edit.job_id, position=position))
+        if self._warming:
+            self._warming.stop.set()  # the edit goes first; the warm resumes after it
         self._wakeup.set()
+
+    def warm(self, warm: protocol.Warm) -> None:
+        """Queue ``warm`` at the lowest priority, replacing (and stopping) any older warm of its document."""
+        size = len(warm.text.encode("utf-8", "surrogatepass"))
+        if self._closing or size > self.max_document_bytes:
+            log.info("warm of %r ignored: %s", warm.document or warm.path,
+                     "shutting down" if self._closing else f"{size} bytes is over the document limit")
+            return
+        job = WarmJob(warm)
+        if warm.document is not None:
+            for old in [w for w in self._warms if w.warm.document == warm.document]:
+                self._warms.remove(old)
+            if self._warming and self._warming.warm.document == warm.document:
+                self._warming.replaced = True
+                self._warming.stop.set()
+        self._enqueue(job)
+        self._wakeup.set()
+
+    def _enqueue(self, job: WarmJob) -> None:
+        self._warms.append(job)
+        while len(self._warms) > self.MAX_WARMS:
+            log.info("warm of %r dropped: %d warms wait", self._warms.popleft().name, self.MAX_WARMS)
+
+    @property
+    def warming(self) -> str | None:
+        """The document being warmed now, if any."""
+        return self._warming.name if self._warming else None
 
     def _refusal(self, owner: object, edit: protocol.Edit) -> tuple[protocol.ErrorCode, str] | None:
         if self._closing:
@@ -103,6 +155,8 @@ class Service:
             return "too_large", f"the document is {size} bytes; this daemon accepts at most {self.max_document_bytes}"
         if why := self.engine.method_unavailable(edit.method):
             return "unknown_method", f"method {edit.method!r} is not available here: {why}"
+        if edit.region and (why := prompts.region_problem(edit.text, edit.region.start, edit.region.end)):
+            return "bad_request", why
         if len(self._queue) >= self.max_queue:
             return "busy", f"the queue is full ({self.max_queue} jobs waiting); retry later"
         return None
@@ -163,11 +217,14 @@ class Service:
         loop = asyncio.get_running_loop()
         try:
             while True:
-                while not self._queue:
+                while not self._queue and not (self._warms and not self._closing):
                     if self._closing:
                         return
                     self._wakeup.clear()
                     await self._wakeup.wait()
+                if not self._queue:
+                    await self._run_warm(loop)
+                    continue
                 job = self._running = self._queue.popleft()
                 job.state = "running"
                 try:
@@ -177,9 +234,23 @@ class Service:
         finally:
             self._executor.shutdown(wait=False)
 
+    async def _run_warm(self, loop: asyncio.AbstractEventLoop) -> None:
+        warm = self._warming = self._warms.pop()
+        try:
+            done = await loop.run_in_executor(self._executor, self._warm, warm)
+        finally:
+            self._warming = None
+        if done:
+            self.warms_done += 1
+        elif warm.stop.is_set() and not warm.replaced and not self._closing:
+            self._enqueue(WarmJob(warm.warm))  # pre-empted by an edit: resume it after
+
     def close(self) -> None:
         """Refuse new jobs; end every job with Error(shutting_down)."""
         self._closing = True
+        self._warms.clear()
+        if self._warming:
+            self._warming.stop.set()
         for job in list(self._jobs.values()):
             self._stop(job, "shutting_down")
         self._wakeup.set()
@@ -196,7 +267,8 @@ class Service:
         stream = _Stream(job, post, self.progress_interval)
         try:
             events = self.engine.edit(edit.text, edit.instruction, path=edit.path, language=edit.language,
-                                      method=edit.method, options=edit.options, should_stop=job.stop.is_set)
+                                      method=edit.method, options=edit.options, region=edit.region,
+                                      should_stop=job.stop.is_set)
             terminal: protocol.Message = protocol.Error(
                 code="internal", message="the engine ended without a result", job_id=edit.job_id)
             with contextlib.closing(events):  # the engine files the prompt's KV cache on close, on this thread
@@ -214,6 +286,20 @@ class Service:
         except Exception as exc:  # noqa: BLE001 - the worker must survive any engine failure
             log.exception("job %s failed", edit.job_id)
             post(protocol.Error(code="model_error", message=f"the engine failed: {exc}", job_id=edit.job_id))
+
+    def _warm(self, job: WarmJob) -> bool:
+        """Run one warm; whether it finished (a stopped or failed one did not). Never raises:
+        a warm has no one to report to but the log."""
+        warm = job.warm
+        try:
+            tokens = self.engine.warm(warm.text, path=warm.path, language=warm.language, should_stop=job.stop.is_set)
+        except Exception:  # noqa: BLE001 - the worker must survive any engine failure
+            log.exception("warm of %r failed", job.name)
+            return False
+        self.cache_usage = self._read_cache_usage()
+        stopped = job.stop.is_set()
+        log.info("warm of %r %s: %d prompt tokens cached", job.name, "stopped" if stopped else "done", tokens)
+        return not stopped
 
     def _terminal(self, job: DaemonJob, result: Result) -> protocol.Message:
         log.info("job %s %s: %d tokens in %.2fs (%d cached)", job.edit.job_id, result.finish_reason,

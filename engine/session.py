@@ -1,4 +1,5 @@
-"""The engine as a Python object: loaded models, and whole-file edits streamed as events.
+"""The engine as a Python object: loaded models, edits (of a whole file or of a region)
+streamed as events, and prompt warming ahead of them.
 
 The daemon and the embedded CLI both drive an ``Engine``; see docs/contracts.md.
 Not thread-safe: one edit at a time (the daemon's queue serialises).
@@ -17,17 +18,19 @@ import torch
 from engine import models, prompts
 from engine.catalogue import DEFAULT_DRAFT, DEFAULT_TARGET
 from engine.decoding import strategies
-from engine.decoding.cached_model import CachedModel
+from engine.decoding.cached_model import CachedModel, common_prefix_length
 from engine.decoding.cost import ForwardCost
 from engine.decoding.loop import Detokenizer, StopRule, generate
-from engine.prefix_cache import PrefixCache
-from engine.protocol import DecodingOptions, ErrorCode, FinishReason, ModelInfo, Stats
+from engine.prefix_cache import MIN_REUSE_TOKENS, PrefixCache
+from engine.protocol import DecodingOptions, ErrorCode, FinishReason, ModelInfo, Region, Stats
 from engine.runtimes.base import Runtime
 from engine.runtimes.torch_runtime import TorchRuntime
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PREFIX_CACHE_BYTES = 1 << 30
+WARM_CHUNK_TOKENS = 128  # prefill per forward pass while warming: an edit waits for at most one such pass
+WARM_MARGIN_TOKENS = 4  # warming stops this short of the file's end: tokens at the boundary may merge differently
 
 
 class EngineError(Exception):
@@ -41,14 +44,14 @@ class EngineError(Exception):
 
 @dataclass
 class EditStep:
-    text: str  # file text that is new since the last step
-    chars: int  # file text streamed so far, this step's included
+    text: str  # file (or region) text that is new since the last step
+    chars: int  # file (or region) text streamed so far, this step's included
     stats: Stats
 
 
 @dataclass
 class Result:
-    text: str  # the whole regenerated file, in the input's line endings
+    text: str  # the whole regenerated file (or region), in the input's line endings
     finish_reason: FinishReason
     stats: Stats
     tokens: list[int]  # the generated reply tokens (for identity checks)
@@ -87,6 +90,7 @@ class Engine:
         self.target_cost, self.draft_cost = costs
         self.prefix_cache = PrefixCache(prefix_cache_bytes)
         self.eos = target.eos
+        self.warm_chunk_tokens = WARM_CHUNK_TOKENS
 
     @classmethod
     def load(cls, model: str = DEFAULT_TARGET, draft: str | None = "default", *,
@@ -138,31 +142,43 @@ class Engine:
         """Why ``method`` cannot run on the loaded models, or None when it can."""
         return strategies.unavailable(method, self.draft_model is not None)
 
+    @property
+    def _models(self) -> list[CachedModel]:
+        return [self.target_model] + ([self.draft_model] if self.draft_model else [])
+
     def edit(self, text: str, instruction: str, *, path: str = "", language: str | None = None,
-             method: str = "blazedit", options: DecodingOptions | None = None,
+             method: str = "blazedit", options: DecodingOptions | None = None, region: Region | None = None,
              should_stop: Callable[[], bool] = lambda: False) -> Iterator[EditStep | Result]:
-        """Regenerate ``text``; yields EditSteps while decoding, then one Result.
+        """Regenerate ``text``, or only its ``region`` (the events then carry the region's
+        new text); yields EditSteps while decoding, then one Result.
 
         Raises EngineError before the first event for input it cannot handle."""
         options = options or DecodingOptions()
         if why := self.method_unavailable(method):
             raise EngineError("unknown_method", f"method {method!r} is not available: {why}")
-        prompt = prompts.build(text, instruction, path, language)
-        ids, copy_end = self.encode(prompt)
-        file_tokens = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        span = None
+        if region is not None:
+            if why := prompts.region_problem(text, region.start, region.end):
+                raise EngineError("bad_request", why)
+            span = (region.start, region.end)
+        prompt = prompts.build(text, instruction, path, language, span)
+        ids, copy_end, copy_start = self._encode(prompt)
+        rewritten = text[span[0]:span[1]] if span else text
+        file_tokens = len(self.tokenizer(rewritten, add_special_tokens=False)["input_ids"])
         context = self.loaded_target.context_tokens
         needed = options.max_new_tokens or file_tokens + 256  # the least room for the reply we accept
         if len(ids) + needed > context:
+            what = "the region" if span else "the file"
             raise EngineError(
                 "context_overflow",
-                f"the file is {file_tokens} tokens; the prompt ({len(ids)}) plus room for the reply ({needed}) "
+                f"{what} is {file_tokens} tokens; the prompt ({len(ids)}) plus room for the reply ({needed}) "
                 f"exceeds the model's context of {context} tokens",
             )
         max_new = options.max_new_tokens or min(max_new_tokens_for(file_tokens), context - len(ids))
-        models_in_use = [self.target_model] + ([self.draft_model] if self.draft_model else [])
+        models_in_use = self._models
         self.prefix_cache.reuse(models_in_use, ids)
         strategy = strategies.make(method, options, self.draft_model, self.eos, self.target_cost, self.draft_cost,
-                                    copy_end)
+                                    copy_end, copy_start)
         detok = Detokenizer(self.tokenizer)
         stop = StopRule(self.eos, prompt.fence, max_new)
         streamed = chars = 0  # of the reply, and of the file text yielded
@@ -188,15 +204,63 @@ class Engine:
         finally:
             self.prefix_cache.remember(models_in_use, ids)
 
+    def warm(self, text: str, *, path: str = "", language: str | None = None,
+             should_stop: Callable[[], bool] = lambda: False) -> int:
+        """Prefill the prompt prefix every edit of ``text`` shares (system message and
+        file) into the target's and the draft's caches, ``warm_chunk_tokens`` per forward
+        pass, polling ``should_stop`` before each; file what was prefilled in the prefix
+        cache. Returns how many prefix tokens both caches now hold (0: nothing to warm)."""
+        prefix = self.warm_prefix(text, path, language)
+        if len(prefix) < MIN_REUSE_TOKENS:
+            return 0
+        if len(prefix) + 256 > self.loaded_target.context_tokens:
+            log.info("not warming a file of %d prompt tokens: too large for the context", len(prefix))
+            return 0
+        models_in_use = self._models
+        if all(self.prefix_cache.held(i, m, prefix) >= len(prefix) for i, m in enumerate(models_in_use)):
+            return len(prefix)  # already cached: nothing to do
+        self.prefix_cache.reuse(models_in_use, prefix)
+        for model in models_in_use:
+            model.crop(common_prefix_length(model.tokens, prefix))
+        try:
+            while not should_stop():  # one chunk at a time, to whichever model is furthest behind
+                model = min(models_in_use, key=lambda m: len(m.tokens))
+                if len(model.tokens) >= len(prefix):
+                    break
+                model.feed(prefix[len(model.tokens):len(model.tokens) + self.warm_chunk_tokens])
+        except torch.OutOfMemoryError as exc:
+            raise EngineError("model_error", f"out of memory while warming: {exc}") from exc
+        finally:
+            held = min(min(len(m.tokens), len(prefix)) for m in models_in_use)
+            self.prefix_cache.remember(models_in_use, prefix[:held])
+        return held
+
+    def warm_prefix(self, text: str, path: str = "", language: str | None = None) -> list[int]:
+        """The prompt tokens that every edit of ``text`` begins with, whole-file or region:
+        system message and file, less the last few tokens before the instruction part."""
+        prompt = prompts.build(text, "", path, language)
+        chat = self.tokenizer.apply_chat_template(prompt.messages, tokenize=False, add_generation_prompt=True)
+        encoded = self.tokenizer(chat, add_special_tokens=False, return_offsets_mapping=True)
+        end = prompt.context_end(chat)
+        inside = sum(1 for _, stop in encoded["offset_mapping"] if stop <= end)
+        return encoded["input_ids"][:max(inside - WARM_MARGIN_TOKENS, 0)]
+
     def encode(self, prompt: prompts.EditPrompt) -> tuple[list[int], int]:
         """The prompt's tokens, and how many of them run through the fence that closes
         the file (prompt lookup copies no further: the reply ends there)."""
+        ids, copy_end, _ = self._encode(prompt)
+        return ids, copy_end
+
+    def _encode(self, prompt: prompts.EditPrompt) -> tuple[list[int], int, int]:
+        """As ``encode``, and the first token lookups may copy (the region's fence, for a region edit)."""
         chat = self.tokenizer.apply_chat_template(prompt.messages, tokenize=False, add_generation_prompt=True)
         chat += prompt.reply_prefix
         encoded = self.tokenizer(chat, add_special_tokens=False, return_offsets_mapping=True)
-        file_end = prompt.file_end(chat)
-        copy_end = sum(1 for start, _ in encoded["offset_mapping"] if start < file_end)
-        return encoded["input_ids"], copy_end
+        offsets = encoded["offset_mapping"]
+        file_end, source_start = prompt.file_end(chat), prompt.copy_start(chat)
+        copy_end = sum(1 for start, _ in offsets if start < file_end)
+        copy_start = sum(1 for _, stop in offsets if stop <= source_start) if source_start else 0
+        return encoded["input_ids"], copy_end, copy_start
 
 
 def open_runtime(loaded: models.LoadedModel) -> Runtime:

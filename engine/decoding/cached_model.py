@@ -34,7 +34,10 @@ class CachedModel:
 
     def sync(self, seq: Sequence[int]) -> None:
         """Crop the cache to what it shares with ``seq``, leaving at least seq's last token to feed."""
-        keep = min(common_prefix_length(self.tokens, seq), len(seq) - 1)
+        self.crop(min(common_prefix_length(self.tokens, seq), len(seq) - 1))
+
+    def crop(self, keep: int) -> None:
+        """Drop cached positions from ``keep`` on."""
         if keep < len(self.tokens):
             self.runtime.truncate(keep)
             del self.tokens[keep:]
@@ -43,6 +46,13 @@ class CachedModel:
         """Empty the KV cache."""
         self.runtime.truncate(0)
         self.tokens.clear()
+
+    def feed(self, tokens: Sequence[int]) -> None:
+        """Append ``tokens`` to the cache in one forward pass whose choices are not needed
+        (a chunk of a prefill ahead of any edit: prompt warming)."""
+        self.runtime.forward(tokens, keep=1)
+        self.tokens.extend(tokens)
+        self.forward_passes += 1
 
     def adopt(self, tokens: Sequence[int], snapshot) -> None:
         """Take over a cache saved earlier for ``tokens`` (prefix reuse)."""

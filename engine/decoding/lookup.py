@@ -15,9 +15,10 @@ from engine.decoding.cached_model import common_prefix_length
 class NgramIndex:
     """Positions of every n-gram (1 <= n <= max_ngram) in a growing token list."""
 
-    def __init__(self, max_ngram: int, copy_end: int | None = None):
+    def __init__(self, max_ngram: int, copy_end: int | None = None, copy_start: int = 0):
         self.max_ngram = max_ngram
         self.copy_end = copy_end  # copies out of the source stop here (where the reply ends: the file's closing fence)
+        self.copy_start = copy_start  # and begin no earlier (a region edit copies from the region's fence only)
         self.tokens: list[int] = []
         self._ends: list[dict[tuple[int, ...], list[int]]] = [{} for _ in range(max_ngram + 1)]
         self.source_end = 0  # the first text indexed (the prompt, with the file) ends here
@@ -49,14 +50,17 @@ class NgramIndex:
             if not ends:
                 continue
             in_source = bisect_left(ends, self.source_end)  # ends[:in_source] lie in the source
-            if in_source:
-                i = bisect_left(ends, stop, hi=in_source)
-                end = ends[i] if i < in_source else ends[0]
+            first = bisect_left(ends, self.copy_start, hi=in_source)  # ends[first:in_source] may be copied from
+            if first < in_source:
+                i = bisect_left(ends, stop, lo=first, hi=in_source)
+                end = ends[i] if i < in_source else ends[first]
                 self.pointer, self._pointer_at = end, len(suffix_source)
                 if self.copy_end and end < self.copy_end:
                     limit = min(limit, self.copy_end - end)
             else:
-                end = ends[-1] if ends[-1] < len(self.tokens) else ends[-2] if len(ends) > 1 else None
+                generated = ends[in_source:]
+                end = (generated[-1] if generated and generated[-1] < len(self.tokens)
+                       else generated[-2] if len(generated) > 1 else None)
                 if end is None:
                     continue
             return self.tokens[end:end + limit]

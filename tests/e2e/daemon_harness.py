@@ -174,11 +174,12 @@ class Reference:
     def text(self, edit: protocol.Edit) -> tuple[str, str]:
         from engine.session import Engine, Result
 
-        key = (edit.text, edit.instruction, edit.path, edit.method, edit.options.max_new_tokens)
+        key = (edit.text, edit.instruction, edit.path, edit.method, edit.options.max_new_tokens,
+               (edit.region.start, edit.region.end) if edit.region else None)
         if key not in self._memo:
             engine = Engine(self._loaded.loaded_target, self._loaded.loaded_draft, prefix_cache_bytes=0)
             events = engine.edit(edit.text, edit.instruction, path=edit.path, language=edit.language,
-                                 method=edit.method, options=edit.options)
+                                 method=edit.method, options=edit.options, region=edit.region)
             result = [e for e in events if isinstance(e, Result)][0]
             self._memo[key] = (result.text, result.finish_reason)
         return self._memo[key]

@@ -219,3 +219,71 @@ async def test_sixteen_clients_with_cancels_get_one_terminal_per_job_and_correct
             else:
                 assert (done.text, done.finish_reason) == reference.text(request(c, j)), f"c{c}-j{j}"
     assert cancelled >= 1  # most cancels reach a job still queued
+
+
+async def status_after_warms(client: EngineClient, count: int) -> protocol.StatusReply:
+    """Bounded polling until the daemon has finished ``count`` warms."""
+    deadline = time.monotonic() + TIMEOUT
+    while (status := await client.status()).warms_done < count or status.warming is not None:
+        assert time.monotonic() < deadline, status
+        await asyncio.sleep(0.02)
+    return status
+
+
+async def test_a_warm_has_no_reply_and_the_next_edit_starts_from_its_prefix(daemon, reference):
+    text = "".join(f"warmed_{i} = {i} + {i}  # warm me\n" for i in range(30))
+    async with EngineClient(str(daemon.socket)) as client:
+        done_before = (await client.status()).warms_done
+        await client.warm(text, path="x.py", document="file:///warm.py")
+        status = await status_after_warms(client, done_before + 1)
+        assert status.cache_entries >= 1
+        request = edit("after-warm", text, "rename warmed to hot", method="blazedit")
+        messages = [m async for m in client.edit(request)]
+    done = check_job_stream(messages)
+    assert isinstance(done, protocol.Done) and (done.text, done.finish_reason) == reference.text(request)
+    started = next(m for m in messages if isinstance(m, protocol.Started))
+    assert started.cached_tokens > len(text.encode())  # system message and the whole file (byte tokenizer)
+
+
+async def test_status_names_the_document_being_warmed(daemon):
+    from engine.daemon_cli import describe_status
+
+    text = "".join(f"big_{i} = [{i}] * {i}\n" for i in range(800))  # 16K tokens: seconds of prefill
+    async with EngineClient(str(daemon.socket)) as client:
+        done_before = (await client.status()).warms_done
+        await client.warm(text, path="big.py", document="file:///big.py")
+        seen = set()
+        while (status := await client.status()).warms_done == done_before:
+            seen.add(status.warming)
+        assert "file:///big.py" in seen
+        lines = describe_status(await status_after_warms(client, done_before + 1))
+    assert any("warming: nothing" in line and f"{done_before + 1} prompt(s) warmed" in line for line in lines)
+
+
+async def test_a_region_edit_streams_and_returns_the_regions_new_text(daemon, reference):
+    text = "def a():\r\n    return 1\r\n\r\ndef b():\r\n    return 2\r\n"
+    start = text.index("def b")
+    request = edit("region", text, "make b return 3", method="blazedit",
+                   region=protocol.Region(start=start, end=len(text)))
+    conn = await RawConnection.open(daemon.socket)
+    await conn.send(request)
+    messages = await conn.job(request.job_id)
+    done = check_job_stream(messages)
+    assert isinstance(done, protocol.Done)
+    assert (done.text, done.finish_reason) == reference.text(request)
+    streamed = "".join(m.text for m in messages if isinstance(m, protocol.Progress))
+    assert done.text.startswith(streamed)
+    whole = reference.text(edit("region-whole", text, "make b return 3", method="blazedit"))
+    assert done.text != whole[0]  # the region's text, not the file's
+    await conn.close()
+
+
+@pytest.mark.parametrize("region", [(1, 5), (0, 4), (0, 10_000), (9, 3)])
+async def test_a_region_off_line_boundaries_is_a_bad_request(daemon, region):
+    conn = await RawConnection.open(daemon.socket)
+    await conn.send(edit("bad-region", region=protocol.Region(start=region[0], end=region[1])))
+    error = await conn.recv()
+    assert isinstance(error, protocol.Error) and (error.code, error.job_id) == ("bad_request", "bad-region"), error
+    await conn.send(protocol.Status())
+    assert isinstance(await conn.recv(), protocol.StatusReply)
+    await conn.close()

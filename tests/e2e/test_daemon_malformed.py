@@ -89,6 +89,21 @@ async def test_bad_requests_get_an_error_and_the_connection_goes_on(daemon, bad,
     await conn.close()
 
 
+@pytest.mark.parametrize("bad", [
+    packed({"type": "warm"}),  # no text
+    packed({"type": "warm", "text": 5}),
+    packed({"type": "warm", "text": "x = 1\n", "surprise": True}),
+    packed({"type": "warm", "text": "x = 1\n", "document": ["not", "a", "string"]}),
+])
+async def test_a_malformed_warm_gets_no_reply_and_disturbs_nothing(daemon, bad):
+    conn = await RawConnection.open(daemon.socket)
+    await conn.send_bytes(bad)
+    await conn.send_bytes(STATUS)
+    assert isinstance(await conn.recv(), protocol.StatusReply)  # the first reply: no Error for the warm
+    await conn.close()
+    await normal_edit(daemon)
+
+
 @pytest.mark.parametrize("tail", [
     struct.pack(">I", protocol.MAX_FRAME_BYTES + 1),  # oversize: refused from the header
     struct.pack(">I", 1000) + b"x" * 10,  # truncated: the peer hangs up mid-frame

@@ -109,7 +109,7 @@ WARNING = "blazedit: warning: the edit removes restock() (lines 6-7; the result 
 @pytest.fixture
 def dropping(monkeypatch, tmp_path):
     """inventory.py, and an engine (a daemon, to the CLI) that answers with DROPPED."""
-    monkeypatch.setattr(cli, "edit_via_daemon", lambda args, text, options: protocol.Done(
+    monkeypatch.setattr(cli, "edit_via_daemon", lambda args, text, options, region: protocol.Done(
         job_id="scripted", text=DROPPED, finish_reason="stop", stats=protocol.Stats()))
     path = tmp_path / "inventory.py"
     path.write_text(INVENTORY)
@@ -149,3 +149,27 @@ def test_json_lists_the_removed_definitions(capsys, dropping):
 def test_naming_the_definition_in_the_instruction_allows_its_removal(capsys, dropping):
     status, _, err = edit(capsys, str(dropping), "-i", "remove restock, add type hints", "--in-place")
     assert status == 0 and err == "" and dropping.read_text() == DROPPED
+
+
+def test_lines_regenerates_only_those_lines(capsys, tmp_path):
+    path = tmp_path / "four.py"
+    path.write_bytes(b"first = 1\r\nsecond = 2\r\nthird = 3\r\nfourth = 4\r\n")
+    status, out, _ = edit(capsys, str(path), "-i", "rename", *TINY, "--lines", "2-3", "--json")
+    text = json.loads(out)["text"]
+    assert text.startswith("first = 1\r\n") and text.endswith("fourth = 4\r\n")
+    middle = text[len("first = 1\r\n"):-len("fourth = 4\r\n")]
+    assert middle != "second = 2\r\nthird = 3\r\n"  # regenerated (a random model does not copy)
+    assert text.count("first = 1") == text.count("fourth = 4") == 1
+
+
+@pytest.mark.parametrize("lines, message", [("3-9", "lines 3-9 are not within the file's 2 lines"),
+                                            ("0", "lines 0-0 are not within")])
+def test_lines_outside_the_file_are_refused(capsys, source, lines, message):
+    status, out, err = edit(capsys, str(source), "-i", "x", *TINY, "--lines", lines)
+    assert status == 2 and out == "" and message in err
+
+
+def test_lines_must_be_numbers(capsys, source):
+    with pytest.raises(SystemExit):
+        main(["edit", str(source), "-i", "x", "--lines", "a-b"])
+    assert "expected A-B" in capsys.readouterr().err

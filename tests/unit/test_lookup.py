@@ -61,6 +61,16 @@ def test_copies_out_of_the_source_stop_at_copy_end():
     assert index.propose([7], 10) == [5]
 
 
+def test_copies_out_of_the_source_begin_at_copy_start():
+    """A region edit copies from the region's own fence, never from the file before it."""
+    index = NgramIndex(max_ngram=1, copy_end=9, copy_start=5)
+    index.extend([5, 1, 2, 3, 8, 5, 1, 4, 9, 9])  # file [1 2 3], then the region [1 4] ending at 9
+    assert index.propose([5], 10) == [1, 4, 9]  # from the region (to copy_end), though the file's 5 comes first
+    assert index.propose([2], 10) == []  # 2 lies only in the file
+    index.extend([5, 1, 2, 3, 8, 5, 1, 4, 9, 9, 2, 6, 2])  # generated text: still used
+    assert index.propose([2], 10) == [6, 2]
+
+
 def test_nothing_to_propose():
     index = NgramIndex(max_ngram=2)
     index.extend([1, 2])

@@ -19,6 +19,7 @@ def test_file_end_is_just_past_the_closing_fence(text):
     before = rendered[:p.file_end(rendered)]
     assert before.endswith(text.rstrip("\n") + "\n" + p.fence)
     assert before.count(p.fence) == 2  # the opening fence and the closing one
+    assert p.context_end(rendered) == p.file_end(rendered)  # a whole-file prompt's context is the file
 
 
 def test_language_from_path_or_client():
@@ -65,3 +66,79 @@ def test_streamed_text_never_runs_past_the_file(file, after):
             break
         safe = partial[: prompts.stream_safe_length(partial, fence)]
         assert file.startswith(safe)
+
+
+# ---------------------------------------------------------------- region edits
+
+FILE = "import os\n\ndef f():\n    return 1\n\n\ndef g():\n    return 2\n"
+
+
+def render(p: prompts.EditPrompt) -> str:
+    return "<system>" + p.messages[-1]["content"] + "<assistant>" + p.reply_prefix
+
+
+def test_a_region_prompt_shares_the_whole_file_prompts_context_and_shows_the_lines_after_it():
+    start, end = prompts.line_region(FILE, 3, 6)
+    whole, region = prompts.build(FILE, "x", "m.py"), prompts.build(FILE, "x", "m.py", region=(start, end))
+    rw, rr = render(whole), render(region)
+    assert rw[:whole.context_end(rw)] == rr[:region.context_end(rr)]
+    assert rr[:region.context_end(rr)].endswith("    return 2\n```")
+    # what a copying reply reproduces: the region's fence, from copy_start up to file_end
+    source = rr[region.copy_start(rr):region.file_end(rr)]
+    assert source.endswith("Lines 3-6 of the file:\n```python\ndef f():\n    return 1\n\n\n```")
+    assert whole.copy_start(rw) == 0 and "Rewrite only these lines" in rr
+
+
+def test_a_region_reply_keeps_its_blank_last_lines_and_the_files_line_endings():
+    crlf = FILE.replace("\n", "\r\n")
+    start, end = prompts.line_region(crlf, 3, 6)
+    p = prompts.build(crlf, "x", region=(start, end))
+    assert p.file_from_reply("def f():\n    return 3\n\n\n```") == "def f():\r\n    return 3\r\n\r\n\r\n"
+    assert p.file_from_reply("```") == ""  # every line deleted
+    assert p.restore_layout("def f():\n    ret", complete=False) == "def f():\r\n    ret"
+
+
+def test_a_region_at_the_end_of_a_file_without_final_newline_gets_none():
+    text = "a\nb"
+    p = prompts.build(text, "x", region=prompts.line_region(text, 2, 2))
+    assert "Lines 2-2" in p.messages[-1]["content"]
+    assert p.file_from_reply("B\n```") == "B"
+
+
+def test_an_empty_region_inserts_whole_lines():
+    p = prompts.build(FILE, "x", region=(0, 0))
+    assert "An empty selection before line 1" in p.messages[-1]["content"]
+    assert p.file_from_reply("# header\n```") == "# header\n"
+
+
+@pytest.mark.parametrize("first, last, span", [(1, 1, (0, 10)), (2, 3, (10, 20)), (8, 8, (len(FILE) - 13, len(FILE)))])
+def test_line_region_gives_the_lines_offsets(first, last, span):
+    assert prompts.line_region(FILE, first, last) == span
+    assert prompts.region_problem(FILE, *span) is None
+
+
+@pytest.mark.parametrize("first, last", [(0, 1), (3, 2), (1, 9)])
+def test_line_region_refuses_lines_the_file_lacks(first, last):
+    with pytest.raises(ValueError, match="not within the file's 8 lines"):
+        prompts.line_region(FILE, first, last)
+
+
+@pytest.mark.parametrize("start, end, problem", [
+    (-1, 3, "not within"), (5, 3, "not within"), (0, len(FILE) + 1, "not within"),
+    (1, 10, "start 1 is not at the start of a line"), (0, 9, "end 9 is not at the end of a line"),
+])
+def test_region_problem_names_what_is_wrong(start, end, problem):
+    assert problem in prompts.region_problem(FILE, start, end)
+
+
+@pytest.mark.parametrize("text", ["", "\n", "\nx\n", "``\n"])
+def test_the_context_ends_at_the_files_closing_fence_whatever_the_file(text):
+    p = prompts.build(text, "x", region=(0, len(text)))
+    rendered = render(p)
+    assert rendered[:p.context_end(rendered)].endswith(text.rstrip("\n") + "\n" + p.fence)
+    assert rendered[:p.context_end(rendered)].count(p.fence) == 2
+
+
+def test_regions_on_line_boundaries_are_fine():
+    assert prompts.region_problem("a\r\nb", 3, 4) is None  # after a CRLF; to the end without a newline
+    assert prompts.region_problem("a\nb\n", 4, 4) is None  # empty, at the end

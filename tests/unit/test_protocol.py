@@ -21,6 +21,9 @@ REQUESTS = [
     protocol.Hello(client="test", token="secret"),
     protocol.Edit(job_id="j1", text="x = 1\n\U0001f600\r\n", instruction="rename", path="a.py", language="python",
                   document="file:///a.py", method="pld", options=protocol.DecodingOptions(max_new_tokens=5)),
+    protocol.Edit(job_id="j2", text="a\nb\n", instruction="x", region=protocol.Region(start=2, end=4)),
+    protocol.Warm(text="x = 1\n", path="a.py", language="python", document="file:///a.py"),
+    protocol.Warm(text=""),
     protocol.Cancel(job_id="j1"),
     protocol.Status(),
     protocol.Shutdown(),
@@ -36,6 +39,8 @@ REPLIES = [
     protocol.StatusReply(version="0.1", pid=1, uptime_seconds=2.0, target=MODEL, draft=MODEL, jobs=[
         protocol.JobInfo(job_id="j1", document=None, state="running", tokens=3)], clients=1, cache_entries=1,
         cache_bytes=10, cache_budget_bytes=100),
+    protocol.StatusReply(version="0.1", pid=1, uptime_seconds=2.0, target=MODEL, draft=None, jobs=[], clients=0,
+                         cache_entries=0, cache_bytes=0, cache_budget_bytes=100, warming="file:///a.py", warms_done=3),
     protocol.Bye(),
 ]
 
@@ -104,6 +109,10 @@ def body(obj) -> bytes:
     {"type": "edit", "job_id": "j", "text": "", "instruction": "", "options": {"max_new_tokens": 0}},
     {"type": "edit", "job_id": "j", "text": "", "instruction": "", "options": {"num_tokens": -3}},
     {"type": "edit", "job_id": "j", "text": b"bytes", "instruction": ""},
+    {"type": "edit", "job_id": "j", "text": "", "instruction": "", "region": {"start": 0}},
+    {"type": "edit", "job_id": "j", "text": "", "instruction": "", "region": {"start": 0, "end": 0, "x": 1}},
+    {"type": "warm"},
+    {"type": "warm", "text": "", "job_id": "j"},  # a warm has no job
     {"type": "done", "job_id": "j", "text": "", "finish_reason": "stop", "stats": {}},  # a reply is no request
     [1, 2, 3],
     "hello",

@@ -163,6 +163,7 @@ class RemoteEngineClient:
             raise EngineUnavailable(f"the server at {self.base_url} does not serve {model!r}; it serves "
                                     f"{', '.join(served)} (setting engineModel, --engine-model)")
         context = next((getattr(card, "max_model_len", None) for card in cards if card.id == model), None)
+        log.info("%r serves %s", self, model)
         info = protocol.ModelInfo(spec=model, runtime="openai", device=self.base_url, dtype="remote",
                                   context_tokens=context or 0)  # vLLM's model cards say max_model_len
         return protocol.Welcome(protocol=protocol.PROTOCOL_VERSION, version=engine.version(), target=info, draft=None)
@@ -197,6 +198,14 @@ class RemoteJob:
             self._stream = None
 
     async def run(self) -> AsyncIterator[protocol.Message]:
+        """The job's messages; the stream is closed before the last one goes out (a consumer
+        may stop at it and leave this generator unfinished)."""
+        async for message in self._messages():
+            if isinstance(message, (protocol.Done, protocol.Error)):
+                await self.stop()
+            yield message
+
+    async def _messages(self) -> AsyncIterator[protocol.Message]:
         job_id, started_at = self.edit.job_id, time.monotonic()
         try:
             self._stream = await self._first(self._open())

@@ -247,7 +247,8 @@ class RemoteJob:
             return
         except Exception as exc:  # noqa: BLE001 - boundary: whatever broke the stream (the SDK does not
             if finish is None:    # wrap its HTTP library's read errors), nothing is applied
-                yield self._broken(f"{type(exc).__name__}: {exc}")
+                cause = f" ({exc.__cause__!r})" if exc.__cause__ else ""
+                yield self._broken(f"{type(exc).__name__}: {exc}{cause}")
                 return
             log.debug("job %s: error after the finish reason, ignored", job_id, exc_info=True)
         if self.reader.closed or finish == "stop":

@@ -121,6 +121,8 @@ def describe_status(s: protocol.StatusReply) -> list[str]:
     def model(m: protocol.ModelInfo | None) -> str:
         return f"{m.spec} ({m.runtime}, {m.device}, {m.dtype}, {m.context_tokens} tokens context)" if m else "none"
 
+    if s.target.runtime == "openai":  # engine/remote.py: a server blazedit does not run
+        return [f"OpenAI-compatible server {s.address}: answers, serves {s.target.spec}"]
     running = [j for j in s.jobs if j.state == "running"]
     lines = [
         f"engine daemon {s.version}, pid {s.pid}, up {_duration(s.uptime_seconds)}, on {s.address}",

@@ -5,8 +5,10 @@ the pieces (addresses, the reply reader, error messages, the key's repr)."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +26,7 @@ from engine.errors import EngineUnavailable  # noqa: E402
 from engine.prompts import build  # noqa: E402
 from engine.remote import RemoteEngineClient, ReplyReader  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[2]
 TEXT = "def f():\n    return 1\n"
 EDITED = "def f() -> int:\n    return 1\n"
 
@@ -289,3 +292,21 @@ def test_a_longer_fence_for_a_file_with_backticks():
 
 def test_an_empty_file():
     assert read("```python\n```\n") == ("", "", True)
+
+
+# ---------------------------------------------------------------- bench/remote_latency.py
+
+
+async def test_the_latency_bench_measures_edits_through_the_remote_client(server):
+    spec = importlib.util.spec_from_file_location("remote_latency", ROOT / "bench" / "remote_latency.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for _ in range(2):
+        server.reply("```python\n", "def f() -> int:\n", "    return 1\n", "```\n")
+    items = [{"id": name, "before": TEXT, "instruction": "add type hints", "after": EDITED, "path": "f.py"}
+             for name in ("a", "b")]
+    records = await bench.measure(server.url, None, items, 2, None)
+    assert [r["id"] for r in records] == ["a", "b"]
+    assert all(r["equals_after"] and 0 < r["ttft_s"] <= r["seconds"] and r["finish_reason"] == "stop"
+               for r in records), records
+    assert bench.summary(records).startswith("2 of 2 edits finished (2 equal the dataset's `after`)")

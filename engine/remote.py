@@ -109,7 +109,7 @@ class RemoteEngineClient:
             await job.stop()
 
     async def cancel(self, job_id: str) -> None:
-        """Close a job's stream (the server stops generating); it ends with Done(cancelled)."""
+        """Close a job's stream (vLLM and SGLang then abort the request); it ends with Done(cancelled)."""
         if (job := self._jobs.get(job_id)) is not None:
             job.cancel()
 
@@ -194,7 +194,7 @@ class RemoteJob:
 
     async def stop(self) -> None:
         if self._stream is not None:
-            await self._stream.close()  # closes the connection: the server stops generating
+            await self._stream.close()  # closes the connection, which tells the server
             self._stream = None
 
     async def run(self) -> AsyncIterator[protocol.Message]:
@@ -208,7 +208,7 @@ class RemoteJob:
     async def _messages(self) -> AsyncIterator[protocol.Message]:
         job_id, started_at = self.edit.job_id, time.monotonic()
         try:
-            self._stream = await self._first(self._open())
+            self._stream = await self._unless_cancelled(self._open())
         except _Cancelled:
             yield self._done("cancelled", started_at)
             return
@@ -223,7 +223,7 @@ class RemoteJob:
         try:
             while not self.reader.closed:
                 try:
-                    chunk = await self._first(anext(chunks))
+                    chunk = await self._unless_cancelled(anext(chunks))
                 except StopAsyncIteration:
                     break
                 if chunk.usage:
@@ -274,7 +274,7 @@ class RemoteJob:
         self.stats.cached_tokens = getattr(details, "cached_tokens", None) or 0
         self.tokens = max(self.tokens, usage.completion_tokens or 0)
 
-    async def _first(self, awaitable):
+    async def _unless_cancelled(self, awaitable):
         """``awaitable``'s result, unless the job is cancelled first (then _Cancelled)."""
         work = asyncio.ensure_future(awaitable)
         cancelled = asyncio.ensure_future(self._cancelled.wait())

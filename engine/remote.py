@@ -73,7 +73,7 @@ class RemoteEngineClient:
             base_url=self.base_url, api_key=self._api_key or "none", max_retries=retries,
             timeout=openai.Timeout(read_timeout, connect=connect_timeout),
             default_headers={"User-Agent": f"{client_name}/{engine.version()}"})
-        self.read_timeout = read_timeout
+        self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
         self._welcome: protocol.Welcome | None = None
         self._since = time.monotonic()
         self._jobs: dict[str, RemoteJob] = {}
@@ -170,8 +170,8 @@ class RemoteEngineClient:
 
     def _unreachable(self, exc: openai.APIConnectionError) -> str:
         if isinstance(exc, openai.APITimeoutError):
-            return (f"the server at {self.base_url} did not answer within {self.read_timeout:.0f} s "
-                    f"(after {self._sdk.max_retries} retries): it may be overloaded")
+            return (f"the server at {self.base_url} did not answer in time (connect timeout {self.connect_timeout:g} s, "
+                    f"read timeout {self.read_timeout:g} s; after {self._sdk.max_retries} retries): it may be overloaded")
         cause = exc.__cause__ or exc
         return (f"cannot reach the server at {self.base_url} ({cause}; after {self._sdk.max_retries} retries): "
                 f"is it running, and is the URL right?")
@@ -247,8 +247,7 @@ class RemoteJob:
             return
         except Exception as exc:  # noqa: BLE001 - boundary: whatever broke the stream (the SDK does not
             if finish is None:    # wrap its HTTP library's read errors), nothing is applied
-                cause = f" ({exc.__cause__!r})" if exc.__cause__ else ""
-                yield self._broken(f"{type(exc).__name__}: {exc}{cause}")
+                yield self._broken(self._why(exc))
                 return
             log.debug("job %s: error after the finish reason, ignored", job_id, exc_info=True)
         if self.reader.closed or finish == "stop":
@@ -304,6 +303,12 @@ class RemoteJob:
         text = self.reader.result(complete=finish_reason == "stop")
         return protocol.Done(job_id=self.edit.job_id, text=text, finish_reason=finish_reason,
                              stats=self._timed(started_at))
+
+    def _why(self, exc: Exception) -> str:
+        if isinstance(exc, openai.APITimeoutError):
+            return f"no data from the server for {self.client.read_timeout:g} s"
+        cause = f" ({exc.__cause__!r})" if exc.__cause__ else ""
+        return f"{type(exc).__name__}: {exc}{cause}"
 
     def _broken(self, why: str) -> protocol.Error:
         log.warning("job %s: the stream from %s broke after %d tokens: %s", self.edit.job_id, self.client.base_url,

@@ -61,6 +61,8 @@ def chunk(content: str | None = None, finish: str | None = None, **extra) -> str
 
 def app_for(script: Script) -> Starlette:
     async def models(request):
+        if script.models is None:  # a server that accepts and never answers
+            await asyncio.Event().wait()
         return JSONResponse({"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": "x"}
                                                         for m in script.models]})
 
@@ -153,7 +155,7 @@ async def test_a_silent_server_times_out_with_an_error(server):
     server.reply("```python\n", finish=None, end="hang")
     (*_, error) = await run(RemoteEngineClient(server.url, read_timeout=0.5))
     assert isinstance(error, protocol.Error) and "broke after 2 tokens" in error.message
-    assert "Timeout" in error.message
+    assert "no data from the server for 0.5 s" in error.message
 
 
 async def test_cancel_closes_the_stream_and_ends_with_done_cancelled(server):
@@ -208,6 +210,12 @@ async def test_the_model_is_the_named_one_or_the_first_served(server):
         assert client.welcome.target.spec == "b"
     with pytest.raises(EngineUnavailable, match=r"does not serve 'c'; it serves a, b"):
         await RemoteEngineClient(server.url, model="c").connect()
+
+
+async def test_a_server_that_never_answers_times_out_clearly(server):
+    server.models = None
+    with pytest.raises(EngineUnavailable, match=r"did not answer in time \(connect timeout 10 s, read timeout 0.5 s"):
+        await RemoteEngineClient(server.url, read_timeout=0.5, retries=0).connect()
 
 
 async def test_no_server_is_engine_unavailable_with_the_url():

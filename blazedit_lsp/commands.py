@@ -116,6 +116,8 @@ def _job_info(job: LspJob) -> dict[str, Any]:
 
 
 def _engine_line(reply: Any) -> str:
+    if reply.target.runtime == "openai":  # engine/remote.py: a server blazedit does not run
+        return f"OpenAI-compatible server {reply.address}, model {reply.target.spec}; {len(reply.jobs)} job(s)"
     target = f"{reply.target.spec} ({reply.target.runtime}, {reply.target.device}, {reply.target.dtype})"
     draft = f", draft {reply.draft.spec}" if reply.draft else ""
     return (

@@ -28,13 +28,17 @@ class Config(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only
 
     engine: NonEmpty = "auto"
     """"auto": use or spawn the daemon; "embedded": engine in a child process
-    of the server; or a daemon address (socket path or tcp://host:port)."""
+    of the server; a daemon address (socket path or tcp://host:port); or an
+    OpenAI-compatible server, "openai:http://host:port/v1" (key from $BLAZEDIT_API_KEY
+    or $OPENAI_API_KEY, never a setting)."""
     engine_token: str | None = None
     """Token for a TCP daemon."""
     model: str | None = None
     """Target model spec as in `blazedit edit` (None: the engine's default)."""
     draft: str | None = None
     """Draft model spec (None: the engine's default)."""
+    engine_model: str | None = None
+    """The model an "openai:" server serves under (None: the first it lists)."""
     method: protocol.Method = "blazedit"
     max_new_tokens: protocol.Positive | None = _DECODING.max_new_tokens
     max_ngram: protocol.Positive = _DECODING.max_ngram
@@ -62,9 +66,9 @@ class Config(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only
         """The method knobs, which share their names with DecodingOptions' fields."""
         return protocol.DecodingOptions(**{name: getattr(self, name) for name in protocol.DecodingOptions.__struct_fields__})
 
-    def engine_key(self) -> tuple[str, str | None, str | None, str | None]:
+    def engine_key(self) -> tuple[str, str | None, str | None, str | None, str | None]:
         """Settings that need a new engine connection when they change."""
-        return (self.engine, self.engine_token, self.model, self.draft)
+        return (self.engine, self.engine_token, self.model, self.draft, self.engine_model)
 
 
 _FIELDS = {f.encode_name: f for f in msgspec.structs.fields(Config)}

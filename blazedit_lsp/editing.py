@@ -153,7 +153,9 @@ async def _consume(client: EngineClient, request: protocol.Edit, job: LspJob, pr
             progress.message(f"queued ({msg.position} ahead)")
         elif isinstance(msg, protocol.Started):
             cached = f", {msg.cached_tokens} cached" if msg.cached_tokens else ""
-            progress.message(f"generating ({msg.prompt_tokens} prompt tokens{cached})")
+            # (a remote server tells the prompt's size only at the end, if at all)
+            progress.message(f"generating ({msg.prompt_tokens} prompt tokens{cached})" if msg.prompt_tokens
+                             else "generating")
         elif isinstance(msg, protocol.Progress):
             job.stats = msg.stats
             progress.report(msg.stats, msg.chars, msg.tokens_per_second)

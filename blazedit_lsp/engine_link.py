@@ -11,7 +11,7 @@ import asyncio
 import logging
 from typing import Callable
 
-from engine.client import EngineClient, EngineUnavailable
+from engine.client import EngineClient, EngineUnavailable, engine_client
 
 from .config import Config
 
@@ -23,7 +23,7 @@ client's own error, and the connection errors that may still slip through."""
 
 
 class EngineLink:
-    def __init__(self, factory: Callable[..., EngineClient] = EngineClient) -> None:
+    def __init__(self, factory: Callable[..., EngineClient] = engine_client) -> None:
         self._factory = factory
         self._client: EngineClient | None = None
         self._key: tuple | None = None
@@ -39,9 +39,10 @@ class EngineLink:
             if self._client is not None and self._key == config.engine_key():
                 return self._client
             await self._close_locked()
-            log.info("connecting to the engine at %s (model %s, draft %s)", config.engine, config.model, config.draft)
+            log.info("connecting to the engine at %s (model %s, draft %s, engine model %s)", config.engine,
+                     config.model, config.draft, config.engine_model)
             client = self._factory(address=config.engine, model=config.model, draft=config.draft,
-                                   token=config.engine_token)
+                                   token=config.engine_token, engine_model=config.engine_model)
             try:
                 await client.connect()
             except BaseException:

@@ -4,6 +4,8 @@ Shared by the daemon and by the client library, so it imports only the standard
 library and platformdirs (never torch). A daemon is named by an ADDRESS: a Unix
 socket path, or ``tcp://HOST:PORT``. Next to each address live its lock/pid file
 and its log file, so a client that spawned a daemon can point the user at the log.
+An OpenAI-compatible serving engine (vLLM, SGLang, llama.cpp's server) is named
+``openai:URL`` (engine/remote.py talks to it).
 """
 
 from __future__ import annotations
@@ -16,12 +18,17 @@ import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import platformdirs
 
 APP = "blazedit"
 SOCKET_NAME = "engine.sock"
 TOKEN_ENV = "BLAZEDIT_TOKEN"
+OPENAI_PREFIX = "openai:"
+API_KEY_ENVS = ("BLAZEDIT_API_KEY", "OPENAI_API_KEY")
+"""Where an OpenAI-compatible server's API key comes from, first set wins (never a setting
+or a flag: those end up in logs, shell histories and shared settings files)."""
 MAX_UNIX_PATH = 107  # sun_path is 108 bytes including the terminating NUL
 EXIT_ALREADY_RUNNING = 3
 """`engine serve`'s exit status when another daemon holds the address's lock (a
@@ -109,7 +116,8 @@ def parse_address(text: str) -> Address:
     if text.startswith("tcp://"):
         return parse_tcp(text[len("tcp://"):])
     if "://" in text:
-        raise AddressError(f"unknown address scheme in {text!r}: use a socket path or tcp://HOST:PORT")
+        raise AddressError(f"unknown address scheme in {text!r}: use a socket path, tcp://HOST:PORT "
+                           f"or {OPENAI_PREFIX}http://HOST:PORT/v1")
     path = Path(text).expanduser().absolute()
     if len(os.fsencode(path)) > MAX_UNIX_PATH:
         raise AddressError(f"socket path too long ({len(os.fsencode(path))} > {MAX_UNIX_PATH} bytes): {path}")
@@ -145,6 +153,34 @@ def read_token(token_file: str | None) -> str | None:
             raise AddressError(f"token file {token_file} is empty")
         return token
     return os.environ.get(TOKEN_ENV) or None
+
+
+def is_openai(text: str) -> bool:
+    """Whether an engine address names an OpenAI-compatible server rather than a daemon."""
+    return text.startswith(OPENAI_PREFIX)
+
+
+def parse_openai(text: str) -> str:
+    """``openai:http(s)://HOST[:PORT]/PATH`` → the API's base URL (no trailing slash).
+    Credentials in the URL are refused: a URL is shown and logged, a key is not."""
+    url = text.removeprefix(OPENAI_PREFIX).rstrip("/")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        raise AddressError(f"bad server URL {url!r}: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise AddressError(f"bad server URL {url!r}: use {OPENAI_PREFIX}http://HOST:PORT/v1")
+    if parts.username or parts.password:
+        raise AddressError(f"the server URL must not hold credentials: put the API key in ${API_KEY_ENVS[0]}")
+    if parts.query or parts.fragment:
+        raise AddressError(f"bad server URL {url!r}: no query or fragment (the base URL, e.g. http://HOST:PORT/v1)")
+    return url
+
+
+def read_api_key() -> str | None:
+    """The API key for an OpenAI-compatible server, from the environment (API_KEY_ENVS)."""
+    return next((key for name in API_KEY_ENVS if (key := os.environ.get(name))), None)
 
 
 class PidLock:

@@ -8,7 +8,8 @@ to its job's queue.
 
 Addresses: ``auto`` (the per-user default socket; spawn a detached daemon there
 if none answers), ``embedded`` (a private daemon on a private socket that exits
-with this process), a socket path, or ``tcp://HOST:PORT``.
+with this process), a socket path, or ``tcp://HOST:PORT``. ``engine_client()``
+also takes ``openai:URL``, an OpenAI-compatible server (engine/remote.py).
 """
 
 from __future__ import annotations
@@ -27,18 +28,14 @@ from typing import AsyncIterator
 
 import engine
 from engine import protocol
-from engine.address import (EXIT_ALREADY_RUNNING, TOKEN_ENV, Address, AddressError, default_address, lock_owner,
-                            parse_address, runtime_dir)
+from engine.address import (EXIT_ALREADY_RUNNING, TOKEN_ENV, Address, AddressError, default_address, is_openai,
+                            lock_owner, parse_address, runtime_dir)
+from engine.errors import EngineUnavailable  # noqa: F401 - re-exported: callers import it from here
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10.0
 REPLY_TIMEOUT = 30.0
-
-
-class EngineUnavailable(Exception):
-    """The daemon cannot be reached, failed to start, or went away mid-job; the
-    message says what to do (and where the daemon's log is)."""
 
 
 class ClientConnection:
@@ -356,6 +353,17 @@ class EngineClient:
 
     def _log_hint(self) -> str:
         return f"Daemon log: {self.log_path}" if self.log_path and not self.address.is_tcp else ""
+
+
+def engine_client(address: str = "auto", *, engine_model: str | None = None, **daemon):
+    """The client for ``address``: an OpenAI-compatible server's (engine/remote.py's
+    RemoteEngineClient, same surface) for ``openai:URL``, serving ``engine_model``;
+    else the daemon's, with ``daemon``'s options (which a remote server ignores)."""
+    if is_openai(address):
+        from engine.remote import RemoteEngineClient
+
+        return RemoteEngineClient(address, model=engine_model, client_name=daemon.get("client_name", "blazedit-lsp"))
+    return EngineClient(address, **daemon)
 
 
 async def _wait_process(process: subprocess.Popen, timeout: float) -> None:

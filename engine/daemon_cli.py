@@ -22,14 +22,18 @@ import msgspec
 from engine import protocol
 from engine.address import AddressError, default_address, lock_owner, parse_address, parse_tcp, read_token
 from engine.cli_base import CliError, add_model_arguments, draft_spec, require_engine
-from engine.client import EngineClient, EngineUnavailable
+from engine.client import EngineUnavailable, engine_client
 
 ENGINE_HELP = ("auto: a running daemon on the default socket if it serves --model, else in this process; "
-               "embedded: in this process; or a daemon's ADDRESS (socket path or tcp://HOST:PORT)")
+               "embedded: in this process; a daemon's ADDRESS (socket path or tcp://HOST:PORT); or "
+               "openai:URL, an OpenAI-compatible server (vLLM, SGLang, llama.cpp; API key from $BLAZEDIT_API_KEY "
+               "or $OPENAI_API_KEY)")
 
 
 def add_engine_option(edit: argparse.ArgumentParser) -> None:
     edit.add_argument("--engine", default="auto", metavar="auto|embedded|ADDRESS", help=ENGINE_HELP)
+    edit.add_argument("--engine-model", default=None, metavar="NAME",
+                      help="with --engine openai:URL: the served model's name (default: the first the server lists)")
 
 
 def add_engine_commands(sub) -> None:
@@ -90,7 +94,8 @@ def run_serve(args: argparse.Namespace) -> int:
 def _client(args: argparse.Namespace, address: str | None):
     try:
         token = read_token(getattr(args, "token_file", None))
-        return EngineClient(address or str(default_address()), token=token, spawn=False, client_name="blazedit-cli")
+        return engine_client(address or str(default_address()), token=token, spawn=False, client_name="blazedit-cli",
+                             engine_model=getattr(args, "engine_model", None))
     except AddressError as exc:
         raise CliError(str(exc)) from None
 
@@ -116,6 +121,8 @@ def describe_status(s: protocol.StatusReply) -> list[str]:
     def model(m: protocol.ModelInfo | None) -> str:
         return f"{m.spec} ({m.runtime}, {m.device}, {m.dtype}, {m.context_tokens} tokens context)" if m else "none"
 
+    if s.target.runtime == "openai":  # engine/remote.py: a server blazedit does not run
+        return [f"OpenAI-compatible server {s.address}: answers, serves {s.target.spec}"]
     running = [j for j in s.jobs if j.state == "running"]
     lines = [
         f"engine daemon {s.version}, pid {s.pid}, up {_duration(s.uptime_seconds)}, on {s.address}",

@@ -4,6 +4,7 @@
 export interface ServerSettings {
   engine?: string;
   engineToken?: string;
+  engineModel?: string;
   model?: string;
   draft?: string;
   method?: Method;
@@ -35,6 +36,7 @@ type Kind = 'string' | 'method' | 'guardRemovals' | 'strings' | 'positiveInt' | 
 export const SERVER_KEYS: Readonly<Record<keyof ServerSettings, Kind>> = {
   engine: 'string',
   engineToken: 'string',
+  engineModel: 'string',
   model: 'string',
   draft: 'string',
   method: 'method',

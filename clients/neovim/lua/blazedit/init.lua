@@ -47,6 +47,7 @@ local defaults = {
 M.server_keys = {
   'engine',
   'engineToken',
+  'engineModel',
   'model',
   'draft',
   'method',

@@ -1,0 +1,111 @@
+"""An OpenAI-compatible server for the remote engine's tests: llama-cpp-python's own
+(`python -m llama_cpp.server`) on loopback, with an API key, serving two tiny random
+GGUFs: ``tiny`` (tiny-random:2, which ends its replies within a few hundred tokens)
+and ``endless`` (the same with its special tokens' output rows zeroed, so it never
+ends a reply on its own: long enough to cancel or break mid-stream, always).
+
+``reference()`` is the server's own greedy output for a prompt, read with the SDK
+alone. (llama-cpp-python streams a random byte model's invalid UTF-8 differently
+from its non-streamed answer, so the reference is streamed too.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from daemon_harness import free_port
+
+from engine import prompts
+from engine.remote import EXTRA_SAMPLING, SAMPLING, ReplyReader
+
+KEY = f"sk-blazedit-test-{secrets.token_hex(8)}"
+GGML_TYPE_F32 = 0  # a float32 KV cache: greedy choices do not depend on how the prompt was batched
+
+
+def write_models(directory: Path) -> dict[str, Path]:
+    import torch
+
+    from engine import models
+    from engine.tiny_gguf import write_tiny_gguf
+
+    paths = {}
+    for alias, endless in (("tiny", False), ("endless", True)):
+        model, tok = models._tiny_random(2)
+        if endless:
+            with torch.no_grad():
+                model.lm_head.weight[tok.all_special_ids] = 0.0  # logit 0: never the largest of 259 random ones
+        paths[alias] = directory / f"{alias}.gguf"
+        write_tiny_gguf(model, tok, paths[alias])
+    return paths
+
+
+class LlamaServer:
+    """`python -m llama_cpp.server` in a child process, waited for until /v1/models answers."""
+
+    def __init__(self, directory: Path, models: dict[str, Path], api_key: str | None = KEY):
+        self.port, self.api_key, self.dir = free_port(), api_key, directory
+        config = {
+            "host": "127.0.0.1", "port": self.port, "api_key": api_key, "interrupt_requests": False,
+            "models": [{"model": str(path), "model_alias": alias, "chat_format": "chatml", "n_ctx": 32768,
+                        "n_threads": 1, "n_threads_batch": 1, "type_k": GGML_TYPE_F32, "type_v": GGML_TYPE_F32,
+                        "verbose": False} for alias, path in models.items()],
+        }
+        (directory / "server.json").write_text(json.dumps(config))
+        self.log = directory / f"server-{self.port}.log"
+        with open(self.log, "ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "llama_cpp.server", "--config_file", str(directory / "server.json")],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=out, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def wait_ready(self, timeout: float = 120.0) -> "LlamaServer":
+        """Bounded polling until /v1/models answers (the server binds once its first model loaded)."""
+        deadline = time.monotonic() + timeout
+        request = urllib.request.Request(f"{self.url}/models", headers={"Authorization": f"Bearer {self.api_key}"})
+        while True:
+            assert self.process.poll() is None, f"server exited with {self.process.returncode}: {self.output()}"
+            try:
+                with urllib.request.urlopen(request, timeout=5):
+                    return self
+            except (OSError, urllib.error.URLError):
+                assert time.monotonic() < deadline, f"server not ready in {timeout}s: {self.output()}"
+                time.sleep(0.1)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+
+def reference(url: str, model: str, text: str, instruction: str, path: str, language: str | None,
+              max_tokens: int) -> tuple[str, str]:
+    """(the file, finish reason) the server itself answers for the edit, read with the SDK alone."""
+    import openai
+
+    prompt = prompts.build(text, instruction, path, language)
+    with openai.OpenAI(base_url=url, api_key=KEY, max_retries=0) as sdk:
+        stream = sdk.chat.completions.create(model=model, messages=prompt.messages, stream=True, max_tokens=max_tokens,
+                                             extra_body=EXTRA_SAMPLING, **SAMPLING)
+        reply, finish = "", None
+        for chunk in stream:
+            if chunk.choices:
+                reply += chunk.choices[0].delta.content or ""
+                finish = chunk.choices[0].finish_reason or finish
+    reader = ReplyReader(prompt)
+    reader.feed(reply)
+    return reader.result(complete=finish == "stop"), finish

@@ -1,0 +1,320 @@
+"""engine/remote.py against a scripted OpenAI-compatible server (Starlette on loopback,
+in the test's own event loop): what each kind of reply and failure becomes, and
+the pieces (addresses, the reply reader, error messages, the key's repr)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("uvicorn")
+
+import uvicorn  # noqa: E402
+from starlette.applications import Starlette  # noqa: E402
+from starlette.responses import JSONResponse, StreamingResponse  # noqa: E402
+from starlette.routing import Route  # noqa: E402
+
+from engine import protocol  # noqa: E402
+from engine.address import AddressError, parse_openai  # noqa: E402
+from engine.client import EngineClient, engine_client  # noqa: E402
+from engine.errors import EngineUnavailable  # noqa: E402
+from engine.prompts import build  # noqa: E402
+from engine.remote import RemoteEngineClient, ReplyReader  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+TEXT = "def f():\n    return 1\n"
+EDITED = "def f() -> int:\n    return 1\n"
+
+
+# ---------------------------------------------------------------- a scripted server
+
+
+class Script:
+    """What the server answers to each chat completion, in order: a status with a
+    JSON body, or SSE chunks followed by "done" ([DONE]), "close" (the connection
+    drops mid-stream) or "hang" (nothing more, until the client goes away)."""
+
+    def __init__(self) -> None:
+        self.replies: list[dict] = []
+        self.requests: list[dict] = []
+        self.disconnected = asyncio.Event()
+        self.models = ["served-model"]
+
+    def reply(self, *pieces: str, finish: str | None = "stop", end: str = "done") -> None:
+        self.replies.append({"pieces": pieces, "finish": finish, "end": end})
+
+    def status(self, code: int, message: str) -> None:
+        self.replies.append({"status": code, "message": message})
+
+
+def chunk(content: str | None = None, finish: str | None = None, **extra) -> str:
+    delta = {} if content is None else {"content": content}
+    body = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "served-model",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+    return f"data: {json.dumps(body)}\n\n"
+
+
+def app_for(script: Script) -> Starlette:
+    async def models(request):
+        if script.models is None:  # a server that accepts and never answers
+            await asyncio.Event().wait()
+        return JSONResponse({"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": "x"}
+                                                        for m in script.models]})
+
+    async def completions(request):
+        script.requests.append(await request.json())
+        reply = script.replies.pop(0)
+        if "status" in reply:
+            return JSONResponse({"error": {"message": reply["message"]}}, status_code=reply["status"])
+
+        async def events():
+            try:
+                yield chunk("")  # llama.cpp-style role chunk
+                for piece in reply["pieces"]:
+                    yield chunk(piece)
+                if reply["end"] == "close":
+                    raise ConnectionResetError("the scripted server drops the stream")
+                if reply["end"] == "hang":
+                    await asyncio.Event().wait()
+                yield chunk(finish=reply["finish"]) if reply["finish"] else ""
+                yield "data: [DONE]\n\n"
+            except asyncio.CancelledError:
+                script.disconnected.set()
+                raise
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return Starlette(routes=[Route("/v1/models", models), Route("/v1/chat/completions", completions, methods=["POST"])])
+
+
+@pytest.fixture
+async def server():
+    script = Script()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)  # connections queue from now on: no wait for the server to start
+    config = uvicorn.Config(app_for(script), log_level="critical", lifespan="off", timeout_graceful_shutdown=1)
+    uv = uvicorn.Server(config)
+    task = asyncio.create_task(uv.serve(sockets=[sock]))
+    script.url = f"openai:http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    yield script
+    uv.should_exit = True
+    await asyncio.wait_for(task, 10)
+    sock.close()
+
+
+def edit(text: str = TEXT, max_new_tokens: int | None = None) -> protocol.Edit:
+    return protocol.Edit(job_id="j", text=text, instruction="add type hints", path="f.py",
+                         options=protocol.DecodingOptions(max_new_tokens=max_new_tokens))
+
+
+async def run(client: RemoteEngineClient, request: protocol.Edit | None = None) -> list[protocol.Message]:
+    async with client:
+        return [m async for m in client.edit(request or edit())]
+
+
+# ---------------------------------------------------------------- streams
+
+
+async def test_a_reply_becomes_started_progress_and_the_file(server):
+    server.reply("Here is the file:\n", "```python\n", "def f() -> int:\n", "    return 1\n", "```\n", "Done.")
+    messages = await run(RemoteEngineClient(server.url))
+    assert isinstance(messages[0], protocol.Started)
+    assert all(isinstance(m, protocol.Progress) for m in messages[1:-1])
+    done = messages[-1]
+    assert isinstance(done, protocol.Done) and done.finish_reason == "stop" and done.text == EDITED
+    assert done.stats.tokens == 6  # the role chunk's "" included; reading stops at the closing fence
+    sent = server.requests[0]
+    assert sent["model"] == "served-model" and sent["temperature"] == 0 and sent["stream"] is True
+    assert sent["messages"] == build(TEXT, "add type hints", "f.py").messages and "max_tokens" not in sent
+
+
+async def test_line_endings_and_the_length_limit(server):
+    server.reply("```python\n", "def f() -> int:\n", "    return", finish="length")
+    (*_, done) = await run(RemoteEngineClient(server.url), edit(TEXT.replace("\n", "\r\n"), max_new_tokens=5))
+    assert done.finish_reason == "length" and done.text == "def f() -> int:\r\n    return"
+    assert server.requests[0]["max_tokens"] == 5
+
+
+@pytest.mark.parametrize("end", ["close", "done"])
+async def test_a_stream_that_breaks_mid_file_is_an_error_never_a_done(server, end):
+    server.reply("```python\n", "def f() -> int:\n", finish=None, end=end)
+    messages = await run(RemoteEngineClient(server.url))
+    assert not any(isinstance(m, protocol.Done) for m in messages)
+    error = messages[-1]
+    assert isinstance(error, protocol.Error) and error.code == "model_error" and error.job_id == "j"
+    assert "broke after 3 tokens" in error.message and "nothing was applied" in error.message
+
+
+async def test_a_silent_server_times_out_with_an_error(server):
+    server.reply("```python\n", finish=None, end="hang")
+    (*_, error) = await run(RemoteEngineClient(server.url, read_timeout=2, retries=0))
+    assert isinstance(error, protocol.Error) and "broke after 2 tokens" in error.message
+    assert "no data from the server for 2 s" in error.message
+
+
+async def test_cancel_closes_the_stream_and_ends_with_done_cancelled(server):
+    server.reply("```python\n", "def f() -> int:\n", finish=None, end="hang")
+    async with RemoteEngineClient(server.url, read_timeout=30) as client:
+        messages = []
+        async for message in client.edit(edit()):
+            messages.append(message)
+            if isinstance(message, protocol.Started):
+                await client.cancel("j")
+        done = messages[-1]
+        assert isinstance(done, protocol.Done) and done.finish_reason == "cancelled"
+        await asyncio.wait_for(server.disconnected.wait(), 10)  # the server saw the stream close
+
+
+@pytest.mark.parametrize("status, code, words", [
+    (401, "unauthorized", "refused the API key (401: nope): set $BLAZEDIT_API_KEY or $OPENAI_API_KEY"),
+    (404, "model_error", "answered 404 (nope): check that the URL ends with the API's base"),
+    (429, "busy", "is rate-limiting or its queue is full (429: nope); retry later"),
+    (503, "model_error", "failed (503: nope); see its log"),
+    (400, "bad_request", "refused the request (400: nope)"),
+])
+async def test_http_errors_say_what_to_do(server, status, code, words):
+    server.status(status, "nope")
+    (error,) = await run(RemoteEngineClient(server.url, retries=0))
+    assert isinstance(error, protocol.Error) and error.code == code and words in error.message, error
+
+
+async def test_a_context_overflow_is_named(server):
+    server.status(400, "This model's maximum context length is 32768 tokens")
+    (error,) = await run(RemoteEngineClient(server.url, retries=0))
+    assert error.code == "context_overflow"
+
+
+async def test_failures_before_the_first_token_are_retried(server):
+    server.status(503, "warming up")
+    server.reply("```python\n", "def f() -> int:\n", "    return 1\n", "```")
+    (*_, done) = await run(RemoteEngineClient(server.url, retries=1))
+    assert isinstance(done, protocol.Done) and done.text == EDITED and len(server.requests) == 2
+
+
+# ---------------------------------------------------------------- connecting
+
+
+async def test_the_model_is_the_named_one_or_the_first_served(server):
+    server.models = ["a", "b"]
+    async with RemoteEngineClient(server.url) as client:
+        assert client.welcome.target.spec == "a" and client.welcome.target.runtime == "openai"
+        status = await client.status()
+        assert status.address == server.url and status.target.spec == "a"
+    async with RemoteEngineClient(server.url, model="b") as client:
+        assert client.welcome.target.spec == "b"
+    with pytest.raises(EngineUnavailable, match=r"does not serve 'c'; it serves a, b"):
+        await RemoteEngineClient(server.url, model="c").connect()
+
+
+async def test_a_server_that_never_answers_times_out_clearly(server):
+    server.models = None
+    with pytest.raises(EngineUnavailable, match=r"did not answer in time \(connect timeout 10 s, read timeout 0.5 s"):
+        await RemoteEngineClient(server.url, read_timeout=0.5, retries=0).connect()
+
+
+async def test_no_server_is_engine_unavailable_with_the_url():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens there
+    with pytest.raises(EngineUnavailable, match=rf"cannot reach the server at http://127.0.0.1:{port}/v1"):
+        await RemoteEngineClient(f"openai:http://127.0.0.1:{port}/v1", retries=0).connect()
+
+
+def test_the_api_key_comes_from_the_environment_and_never_shows(monkeypatch):
+    monkeypatch.delenv("BLAZEDIT_API_KEY", raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-1")
+    client = RemoteEngineClient("openai:http://gpu-box:8000/v1", model="m")
+    assert client._api_key == "sk-secret-1"
+    monkeypatch.setenv("BLAZEDIT_API_KEY", "sk-secret-2")  # first in line
+    client = RemoteEngineClient("openai:http://gpu-box:8000/v1", model="m")
+    assert client._api_key == "sk-secret-2"
+    assert "sk-secret" not in repr(client) and "<hidden>" in repr(client)
+    assert "sk-secret" not in str(vars(client).get("address"))
+
+
+def test_the_factory_picks_the_client_by_address():
+    assert isinstance(engine_client("openai:http://h:1/v1", engine_model="m"), RemoteEngineClient)
+    assert isinstance(engine_client("tcp://127.0.0.1:1", engine_model="m", spawn=False), EngineClient)
+
+
+@pytest.mark.parametrize("text, url", [
+    ("openai:http://gpu-box:8000/v1", "http://gpu-box:8000/v1"),
+    ("openai:https://llm.example/api/v1/", "https://llm.example/api/v1"),
+    ("openai:http://[::1]:8000/v1", "http://[::1]:8000/v1"),
+])
+def test_openai_addresses(text, url):
+    assert parse_openai(text) == url
+
+
+@pytest.mark.parametrize("text, words", [
+    ("openai:gpu-box:8000", "use openai:http://HOST:PORT/v1"),
+    ("openai:ftp://gpu-box/v1", "use openai:http://HOST:PORT/v1"),
+    ("openai:http://user:sk-123@gpu-box/v1", "must not hold credentials"),
+    ("openai:http://gpu-box:99999/v1", "bad server URL"),
+    ("openai:http://gpu-box/v1?key=1", "no query"),
+])
+def test_bad_openai_addresses(text, words):
+    with pytest.raises(AddressError, match=words):
+        parse_openai(text)
+    with pytest.raises(EngineUnavailable, match="bad engine address"):
+        RemoteEngineClient(text)
+
+
+# ---------------------------------------------------------------- the reply reader
+
+
+def read(reply: str, text: str = TEXT, pieces: int = 1) -> tuple[str, str, bool]:
+    """(the file, what was streamed, closed), feeding ``reply`` in ``pieces`` parts."""
+    reader = ReplyReader(build(text, "x", "f.py"))
+    size = max(1, len(reply) // pieces)
+    streamed = "".join(reader.feed(reply[i:i + size]) for i in range(0, len(reply), size))
+    assert reader.chars == len(streamed)
+    return reader.result(complete=True), streamed, reader.closed
+
+
+@pytest.mark.parametrize("pieces", [1, 3, 1000])
+def test_the_file_is_inside_the_fence_however_the_reply_is_cut(pieces):
+    assert read("```python\ndef f() -> int:\n    return 1\n```\nThat is all.", pieces=pieces) == (
+        EDITED, EDITED, True)
+
+
+def test_a_sentence_before_the_fence_is_skipped():
+    assert read("Sure! Here it is:\n\n```py\ndef g():\n    pass\n```\n")[::2] == ("def g():\n    pass\n", True)
+
+
+def test_a_reply_without_a_fence_is_taken_whole():
+    assert read("def g():\n    pass")[::2] == ("def g():\n    pass", False)  # as the local engine does
+
+
+def test_a_longer_fence_for_a_file_with_backticks():
+    text = 'doc = """\n```\nx\n```\n"""\n'
+    reply = '````python\ndoc = """\n```\ny\n```\n"""\n````'
+    assert read(reply, text)[::2] == ('doc = """\n```\ny\n```\n"""\n', False)  # closed once its line is whole
+
+
+def test_an_empty_file():
+    assert read("```python\n```\n") == ("", "", True)
+
+
+# ---------------------------------------------------------------- bench/remote_latency.py
+
+
+async def test_the_latency_bench_measures_edits_through_the_remote_client(server):
+    spec = importlib.util.spec_from_file_location("remote_latency", ROOT / "bench" / "remote_latency.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for _ in range(2):
+        server.reply("```python\n", "def f() -> int:\n", "    return 1\n", "```\n")
+    items = [{"id": name, "before": TEXT, "instruction": "add type hints", "after": EDITED, "path": "f.py"}
+             for name in ("a", "b")]
+    records = await bench.measure(server.url, None, items, 2, None)
+    assert [r["id"] for r in records] == ["a", "b"]
+    assert all(r["equals_after"] and 0 < r["ttft_s"] <= r["seconds"] and r["finish_reason"] == "stop"
+               for r in records), records
+    assert bench.summary(records).startswith("2 of 2 edits finished (2 equal the dataset's `after`)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hmac
 import ipaddress
 import os
 import stat
@@ -116,6 +117,11 @@ def parse_address(text: str) -> Address:
     return Address(path=path)
 
 
+def parse_http(text: str) -> Address:
+    """``[HOST:]PORT`` for the OpenAI-compatible API: loopback (127.0.0.1) when no host is given."""
+    return parse_tcp(text if ":" in text else f"127.0.0.1:{text}")
+
+
 def parse_tcp(text: str) -> Address:
     """``HOST:PORT``, ``[V6]:PORT``."""
     host, sep, port = text.rpartition(":")
@@ -145,6 +151,11 @@ def read_token(token_file: str | None) -> str | None:
             raise AddressError(f"token file {token_file} is empty")
         return token
     return os.environ.get(TOKEN_ENV) or None
+
+
+def token_matches(given: str | None, expected: str) -> bool:
+    """Constant-time comparison (no early exit that would leak the token's prefix)."""
+    return hmac.compare_digest((given or "").encode(), expected.encode())
 
 
 class PidLock:

@@ -87,7 +87,11 @@ class HttpJob:
         self.service, self.completion = service, completion
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.streamed = 0  # characters of the reply sent so far
-        service.submit(self, self.events.put_nowait, completion)
+        service.submit(self, self._receive, completion)
+
+    def _receive(self, event: Event | protocol.Queued) -> None:
+        if not isinstance(event, protocol.Queued):  # waiting is not news to an HTTP client
+            self.events.put_nowait(event)
 
     async def next(self, disconnected: asyncio.Future) -> Event | None:
         """The next event, steps that arrived together merged into one; None once the client is gone."""

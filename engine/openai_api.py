@@ -27,7 +27,7 @@ import msgspec
 import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
@@ -84,9 +84,8 @@ class HttpJob:
     The job is the Service's owner key, so ``drop`` ends it whatever state it is in."""
 
     def __init__(self, service: Service, completion: Completion):
-        self.service, self.completion = service, completion
+        self.service = service
         self.events: asyncio.Queue[Event] = asyncio.Queue()
-        self.streamed = 0  # characters of the reply sent so far
         service.submit(self, self._receive, completion)
 
     def _receive(self, event: Event | protocol.Queued) -> None:
@@ -163,10 +162,13 @@ class _Api:
             raise APIError(413, f"the request body is {declared} bytes; this server accepts at most {limit}",
                            "too_large")
         raw = bytearray()
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > limit:
-                raise APIError(413, f"the request body exceeds {limit} bytes", "too_large")
+        try:
+            async for chunk in request.stream():
+                raw += chunk
+                if len(raw) > limit:
+                    raise APIError(413, f"the request body exceeds {limit} bytes", "too_large")
+        except ClientDisconnect:
+            raise APIError(400, "the client disconnected while sending the request", "disconnected") from None
         try:
             body = msgspec.json.decode(raw, type=schema)
         except msgspec.ValidationError as exc:

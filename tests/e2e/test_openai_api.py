@@ -46,8 +46,8 @@ class ApiServer:
     """The Service and the OpenAI API on one event loop in a thread, as in the daemon.
     ``results`` records every completion job's end as the engine reports it."""
 
-    def __init__(self, engine: Engine, settings: Settings):
-        self.engine, self.settings = engine, settings
+    def __init__(self, engine: Engine, settings: Settings, max_queue: int = 64):
+        self.engine, self.settings, self.max_queue = engine, settings, max_queue
         self.results: list[CompletionResult] = []
         self.ended = threading.Condition()
         self.ready = threading.Event()
@@ -57,7 +57,7 @@ class ApiServer:
 
     async def _main(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.service = Service(self._recording(self.engine), max_queue=64)
+        self.service = Service(self._recording(self.engine), max_queue=self.max_queue)
         worker = asyncio.create_task(self.service.run())
         sock = bind(Address(host="127.0.0.1", port=0))
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
@@ -87,12 +87,12 @@ class ApiServer:
             assert self.ended.wait_for(lambda: any(map(where, self.results)), TIMEOUT), self.results
             return next(r for r in self.results if where(r))
 
-    def wait_idle(self) -> None:
-        """Until no job is queued or running (bounded)."""
-        asyncio.run_coroutine_threadsafe(asyncio.wait_for(self._idle(), TIMEOUT), self.loop).result()
+    def wait_jobs(self, count: int) -> None:
+        """Until ``count`` jobs are queued or running (bounded)."""
+        asyncio.run_coroutine_threadsafe(asyncio.wait_for(self._jobs(count), TIMEOUT), self.loop).result()
 
-    async def _idle(self) -> None:
-        while not self.service.idle:
+    async def _jobs(self, count: int) -> None:
+        while len(self.service.job_infos()) != count:
             await asyncio.sleep(0.01)
 
     def stop(self) -> None:
@@ -226,7 +226,7 @@ def test_closing_the_stream_cancels_the_job(client, server):
     stream.close()
     result = server.wait_result(lambda r: r.finish_reason == "cancelled")
     assert result.stats.tokens < 20000
-    server.wait_idle()
+    server.wait_jobs(0)
 
 
 def test_a_wrong_or_missing_token_is_refused(server):
@@ -267,6 +267,30 @@ def test_unsupported_parameters_are_clear_400s(client, extra):
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(**arguments)
     assert caught.value.body["message"]
+
+
+def test_a_full_queue_is_a_429_and_a_reply_beyond_the_context_a_400(client):
+    small = ApiServer(Engine.load("tiny-random", threads=1), Settings(), max_queue=1)
+    try:
+        with openai.OpenAI(base_url=small.url, api_key="any", max_retries=0, timeout=TIMEOUT) as c:
+            running = c.chat.completions.create(model="m", messages=chat(6), max_tokens=20000, stream=True)
+            next(iter(running))
+            waiting = []
+            thread = threading.Thread(target=lambda: waiting.append(
+                c.chat.completions.create(model="m", messages=chat(7), max_tokens=3)))
+            thread.start()
+            small.wait_jobs(2)
+            with pytest.raises(openai.RateLimitError) as caught:
+                c.chat.completions.create(model="m", messages=chat(8), max_tokens=3)
+            assert caught.value.body["code"] == "busy"
+            running.close()
+            thread.join(TIMEOUT)
+            assert waiting[0].usage.completion_tokens == 3
+    finally:
+        small.stop()
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="m", messages=chat(), max_tokens=40000)
+    assert caught.value.body["code"] == "context_overflow"
 
 
 def test_bad_requests_do_not_disturb_a_running_job(client, server, reference):

@@ -103,7 +103,8 @@ class ApiServer:
 @pytest.fixture(scope="module")
 def server():
     engine = Engine.load("tiny-random", threads=1)
-    engine.target_cost, engine.draft_cost = ForwardCost.flat(), ForwardCost.flat(0.3)  # proposal lengths as in test_lossless
+    # Fixed costs (as test_lossless's "flat"): proposal lengths, and so forward passes, do not vary from run to run
+    engine.target_cost, engine.draft_cost = ForwardCost.flat(), ForwardCost.flat(0.3)
     running = ApiServer(engine, Settings(token=TOKEN, max_body_bytes=MAX_BODY))
     yield running
     running.stop()

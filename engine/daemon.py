@@ -207,9 +207,10 @@ class Daemon:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        openai_socket = self._bind_openai() if self.options.openai else None  # a taken port fails before anything
         server = await self._listen()
         worker = asyncio.create_task(self.service.run())
-        openai = await self._serve_openai() if self.options.openai else None
+        openai = await self._serve_openai(openai_socket) if openai_socket else None
         worker.add_done_callback(self._worker_ended)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop, signal.Signals(sig).name)
@@ -251,14 +252,18 @@ class Daemon:
         except OSError as exc:
             raise AddressError(f"cannot listen on {address}: {exc.strerror or exc}") from None
 
-    async def _serve_openai(self):
+    def _bind_openai(self):
         from engine import openai_api  # Starlette and uvicorn: the [openai] extra
+
+        return openai_api.bind(self.options.openai)
+
+    async def _serve_openai(self, sock):
+        from engine import openai_api
 
         address = self.options.openai
         settings = openai_api.Settings(token=self.options.token,
                                        max_body_bytes=4 * self.options.max_document_bytes)  # file and prediction
-        server = await openai_api.serve(self.service, openai_api.bind(address), settings,
-                                        max_clients=self.options.max_clients)
+        server = await openai_api.serve(self.service, sock, settings, max_clients=self.options.max_clients)
         log.info("serving the OpenAI API on http://%s:%d/v1", address.host, address.port)
         print(f"blazedit engine: OpenAI API on http://{address.host}:{address.port}/v1", file=sys.stderr, flush=True)
         return server

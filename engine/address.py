@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hmac
 import ipaddress
 import os
 import stat
@@ -124,6 +125,11 @@ def parse_address(text: str) -> Address:
     return Address(path=path)
 
 
+def parse_http(text: str) -> Address:
+    """``[HOST:]PORT`` for the OpenAI-compatible API: loopback (127.0.0.1) when no host is given."""
+    return parse_tcp(text if ":" in text else f"127.0.0.1:{text}")
+
+
 def parse_tcp(text: str) -> Address:
     """``HOST:PORT``, ``[V6]:PORT``."""
     host, sep, port = text.rpartition(":")
@@ -181,6 +187,11 @@ def parse_openai(text: str) -> str:
 def read_api_key() -> str | None:
     """The API key for an OpenAI-compatible server, from the environment (API_KEY_ENVS)."""
     return next((key for name in API_KEY_ENVS if (key := os.environ.get(name))), None)
+
+
+def token_matches(given: str | None, expected: str) -> bool:
+    """Constant-time comparison (no early exit that would leak the token's prefix)."""
+    return hmac.compare_digest((given or "").encode(), expected.encode())
 
 
 class PidLock:

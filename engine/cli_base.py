@@ -4,6 +4,7 @@ the daemon): the error that ends a command, and the model options. No torch here
 from __future__ import annotations
 
 import argparse
+import importlib.util
 
 import engine
 from engine.catalogue import DEFAULT_TARGET
@@ -23,6 +24,13 @@ def require_engine(what: str) -> None:
     (the base install runs the language server and talks to daemons only)."""
     if not engine.installed():
         raise CliError(f"{what} needs the engine, which is not installed here (no torch): {engine.INSTALL_HINT}")
+
+
+def require_openai() -> None:
+    """Raise CliError saying how to install the OpenAI-compatible API's server when it is missing."""
+    if not all(importlib.util.find_spec(name) for name in ("starlette", "uvicorn")):
+        raise CliError("--openai needs Starlette and uvicorn, which are not installed here: "
+                       "pip install 'blazedit-lsp[openai]'")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

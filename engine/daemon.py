@@ -15,7 +15,6 @@ embedded it exits.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import os
 import signal
@@ -29,7 +28,7 @@ import msgspec
 
 from engine import protocol
 from engine import version as package_version
-from engine.address import EXIT_ALREADY_RUNNING, Address, AddressError, PidLock, lock_owner
+from engine.address import EXIT_ALREADY_RUNNING, Address, AddressError, PidLock, lock_owner, token_matches
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +56,7 @@ class ServeOptions:
     max_clients: int = 64
     log_path: Path | None = None  # default: next to the socket
     parent_fd: int | None = None  # embedded: stop when this pipe reaches EOF (the parent died)
+    openai: Address | None = None  # also serve the OpenAI-compatible HTTP API here (engine/openai_api.py)
 
     @property
     def log_file(self) -> Path:
@@ -68,6 +68,10 @@ class ServeOptions:
             raise AddressError(
                 f"refusing to listen on {self.address} without a token: anyone who can reach it could use "
                 "the engine. Set BLAZEDIT_TOKEN or pass --token-file (or listen on 127.0.0.1)")
+        if self.openai and not self.openai.is_loopback() and not self.token:
+            raise AddressError(
+                f"refusing to serve the OpenAI API on {self.openai.host}:{self.openai.port} without a token: anyone "
+                "who can reach it could use the engine. Set BLAZEDIT_TOKEN or pass --token-file (or use 127.0.0.1)")
 
 
 def serve(options: ServeOptions) -> int:
@@ -203,8 +207,10 @@ class Daemon:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        openai_socket = self._bind_openai() if self.options.openai else None  # a taken port fails before anything
         server = await self._listen()
         worker = asyncio.create_task(self.service.run())
+        openai = await self._serve_openai(openai_socket) if openai_socket else None
         worker.add_done_callback(self._worker_ended)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop, signal.Signals(sig).name)
@@ -219,6 +225,9 @@ class Daemon:
             server.close()
             self.service.close()  # queued jobs end now, the running one within one forward pass
             await asyncio.wait([worker], timeout=60)
+            if openai:
+                openai.should_exit = True  # its streams have ended with the jobs
+                await asyncio.wait([openai.done], timeout=60)
             for conn in self._bye_to:
                 conn.send(protocol.Bye())
             await asyncio.gather(*(c.close() for c in list(self.connections)))
@@ -242,6 +251,22 @@ class Daemon:
             return await self._listen_unix(address.path)
         except OSError as exc:
             raise AddressError(f"cannot listen on {address}: {exc.strerror or exc}") from None
+
+    def _bind_openai(self):
+        from engine import openai_api  # Starlette and uvicorn: the [openai] extra
+
+        return openai_api.bind(self.options.openai)
+
+    async def _serve_openai(self, sock):
+        from engine import openai_api
+
+        address = self.options.openai
+        settings = openai_api.Settings(token=self.options.token,
+                                       max_body_bytes=4 * self.options.max_document_bytes)  # file and prediction
+        server = await openai_api.serve(self.service, sock, settings, max_clients=self.options.max_clients)
+        log.info("serving the OpenAI API on http://%s:%d/v1", address.host, address.port)
+        print(f"blazedit engine: OpenAI API on http://{address.host}:{address.port}/v1", file=sys.stderr, flush=True)
+        return server
 
     async def _listen_unix(self, path: Path) -> asyncio.AbstractServer:
         if path.exists() or path.is_symlink():
@@ -302,7 +327,7 @@ class Daemon:
             code = "unauthorized" if self.options.token else "bad_request"
             conn.send(protocol.Error(code=code, message="the first message must be hello"))
             return False
-        if self.options.token and not _token_ok(hello.token, self.options.token):
+        if self.options.token and not token_matches(hello.token, self.options.token):
             log.warning("refused a client from %s: missing or wrong token", conn.peer)
             conn.send(protocol.Error(code="unauthorized", message="missing or wrong token"))
             return False
@@ -386,7 +411,3 @@ def _raw(body: bytes) -> dict:
         return {}
     return raw if isinstance(raw, dict) else {}
 
-
-def _token_ok(given: str | None, expected: str) -> bool:
-    """Constant-time comparison (no early exit that would leak the token's prefix)."""
-    return hmac.compare_digest((given or "").encode(), expected.encode())

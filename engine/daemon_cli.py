@@ -20,8 +20,9 @@ from pathlib import Path
 import msgspec
 
 from engine import protocol
-from engine.address import AddressError, default_address, lock_owner, parse_address, parse_tcp, read_token
-from engine.cli_base import CliError, add_model_arguments, draft_spec, require_engine
+from engine.address import (AddressError, default_address, lock_owner, parse_address, parse_http, parse_tcp,
+                            read_token)
+from engine.cli_base import CliError, add_model_arguments, draft_spec, require_engine, require_openai
 from engine.client import EngineUnavailable, engine_client
 
 ENGINE_HELP = ("auto: a running daemon on the default socket if it serves --model, else in this process; "
@@ -44,6 +45,9 @@ def add_engine_commands(sub) -> None:
     where = serve.add_mutually_exclusive_group()
     where.add_argument("--socket", help="Unix socket path (default: engine.sock in the per-user runtime directory)")
     where.add_argument("--tcp", metavar="HOST:PORT", help="listen on TCP (beyond loopback only with a token)")
+    serve.add_argument("--openai", metavar="[HOST:]PORT",
+                       help="also serve the OpenAI-compatible API (docs/openai.md) on this port "
+                            "(127.0.0.1 unless HOST is given; beyond loopback only with a token)")
     add_model_arguments(serve)
     serve.add_argument("--token-file", help="file holding the shared token (default: $BLAZEDIT_TOKEN)")
     serve.add_argument("--idle-timeout", type=float, default=None, metavar="SECONDS",
@@ -69,6 +73,8 @@ def add_engine_commands(sub) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     require_engine("blazedit engine serve")
+    if args.openai:
+        require_openai()
     from engine.daemon import ServeOptions, serve
 
     try:
@@ -79,7 +85,8 @@ def run_serve(args: argparse.Namespace) -> int:
             threads=args.threads, token=read_token(args.token_file), idle_timeout=args.idle_timeout,
             max_document_bytes=args.max_document_bytes, max_queue=args.max_queue,
             max_clients=args.max_clients,
-            log_path=Path(args.log_file).expanduser().absolute() if args.log_file else None, parent_fd=args.parent_fd)
+            log_path=Path(args.log_file).expanduser().absolute() if args.log_file else None, parent_fd=args.parent_fd,
+            openai=parse_http(args.openai) if args.openai else None)
         status = serve(options)
     except AddressError as exc:
         raise CliError(str(exc)) from None

@@ -1,5 +1,10 @@
 """The daemon's job queue: one decoding job at a time, in one worker thread.
 
+Two kinds of job share it: whole-file edits from the native socket (``protocol.Edit``,
+answered with protocol messages) and completions from the OpenAI-compatible API
+(``completion.Completion``, answered with the engine's own events, which
+openai_api.py turns into HTTP responses).
+
 ``Engine.edit`` is a blocking generator and the Engine is not thread-safe, so a
 single worker thread runs one job at a time while the event loop keeps serving
 connections. Jobs run in arrival order. Every message of a job reaches its
@@ -22,23 +27,24 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Callable, Iterator, Literal
 
 from engine import prompts, protocol
-from engine.session import Engine, EngineError, Result
+from engine.completion import Completion
+from engine.session import CompletionResult, CompletionStep, Engine, EngineError, Result
 from engine.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
-Send = Callable[[protocol.Message], None]  # called on the loop thread; must not block
+Send = Callable[[protocol.Message | CompletionStep | CompletionResult], None]  # on the loop thread; must not block
 StopReason = Literal["cancelled", "shutting_down"]
 
 
 @dataclass(eq=False)
 class DaemonJob:
-    """An accepted Edit, queued or running."""
+    """An accepted Edit or Completion, queued or running."""
 
-    edit: protocol.Edit
+    edit: protocol.Edit | Completion
     owner: object  # the connection that sent it
     send: Send
     queue_position: int
@@ -99,7 +105,7 @@ class Service:
 
     # ------------------------------------------------------------ loop thread
 
-    def submit(self, owner: object, send: Send, edit: protocol.Edit) -> None:
+    def submit(self, owner: object, send: Send, edit: protocol.Edit | Completion) -> None:
         """Queue ``edit`` or answer it with an Error. (A newer edit of the same document
         does not cancel the older job here: the client that sent both does.)"""
         refusal = self._refusal(owner, edit)
@@ -111,7 +117,8 @@ class Service:
         self._queue.append(job)
         self._jobs[job.key] = job
         self.jobs_accepted += 1
-        log.info("job %s queued at %d (%s, %d chars)", edit.job_id, position, edit.method, len(edit.text))
+        size = len(edit.text) if isinstance(edit, protocol.Edit) else edit.size
+        log.info("job %s queued at %d (%s, %d chars)", edit.job_id, position, edit.method, size)
         if position:
             send(protocol.Queued(job_id=edit.job_id, position=position))
         if self._warming:
@@ -145,17 +152,17 @@ class Service:
         """The document being warmed now, if any."""
         return self._warming.name if self._warming else None
 
-    def _refusal(self, owner: object, edit: protocol.Edit) -> tuple[protocol.ErrorCode, str] | None:
+    def _refusal(self, owner: object, edit: protocol.Edit | Completion) -> tuple[protocol.ErrorCode, str] | None:
         if self._closing:
             return "shutting_down", "the engine daemon is shutting down"
         if (owner, edit.job_id) in self._jobs:
             return "duplicate_job", f"job id {edit.job_id!r} is already in use on this connection"
-        size = len(edit.text.encode("utf-8", "surrogatepass"))
-        if size > self.max_document_bytes:
+        size = len(edit.text.encode("utf-8", "surrogatepass")) if isinstance(edit, protocol.Edit) else 0
+        if size > self.max_document_bytes:  # (the HTTP side limits a completion's size)
             return "too_large", f"the document is {size} bytes; this daemon accepts at most {self.max_document_bytes}"
         if why := self.engine.method_unavailable(edit.method):
             return "unknown_method", f"method {edit.method!r} is not available here: {why}"
-        if edit.region and (why := prompts.region_problem(edit.text, edit.region.start, edit.region.end)):
+        if isinstance(edit, protocol.Edit) and edit.region and (why := prompts.region_problem(edit.text, edit.region.start, edit.region.end)):
             return "bad_request", why
         if len(self._queue) >= self.max_queue:
             return "busy", f"the queue is full ({self.max_queue} jobs waiting); retry later"
@@ -192,13 +199,13 @@ class Service:
                                   job_id=job.edit.job_id)
         return protocol.Done(job_id=job.edit.job_id, text=text, finish_reason="cancelled", stats=stats)
 
-    def _deliver(self, job: DaemonJob, message: protocol.Message) -> None:
-        if isinstance(message, (protocol.Done, protocol.Error)):
+    def _deliver(self, job: DaemonJob, message: protocol.Message | CompletionStep | CompletionResult) -> None:
+        if isinstance(message, (protocol.Done, protocol.Error, CompletionResult)):
             self._finish(job, message)
         else:
             job.send(message)
 
-    def _finish(self, job: DaemonJob, message: protocol.Message) -> None:
+    def _finish(self, job: DaemonJob, message: protocol.Message | CompletionResult) -> None:
         self._jobs.pop(job.key, None)
         self.last_active = time.monotonic()
         job.send(message)
@@ -260,32 +267,63 @@ class Service:
     def _decode(self, job: DaemonJob, loop: asyncio.AbstractEventLoop) -> None:
         """Run one job to its end; the boundary where engine failures become Errors."""
 
-        def post(message: protocol.Message) -> None:
+        def post(message: protocol.Message | CompletionStep | CompletionResult) -> None:
             loop.call_soon_threadsafe(self._deliver, job, message)
 
+        with self._boundary(job, post):
+            if isinstance(job.edit, Completion):
+                self._complete(job, post)
+            else:
+                self._edit(job, post)
+
+    def _edit(self, job: DaemonJob, post: Send) -> None:
         edit = job.edit
         stream = _Stream(job, post, self.progress_interval)
+        events = self.engine.edit(edit.text, edit.instruction, path=edit.path, language=edit.language,
+                                  method=edit.method, options=edit.options, region=edit.region,
+                                  should_stop=job.stop.is_set)
+        terminal: protocol.Message = protocol.Error(
+            code="internal", message="the engine ended without a result", job_id=edit.job_id)
+        with contextlib.closing(events):  # the engine files the prompt's KV cache on close, on this thread
+            for event in events:
+                if isinstance(event, Result):
+                    stream.flush()
+                    terminal = self._terminal(job, event)
+                    break
+                stream.step(event.text, event.chars, event.stats)
+        self.cache_usage = self._read_cache_usage()
+        post(terminal)
+
+    def _complete(self, job: DaemonJob, post: Send) -> None:
+        """Run a completion job: its events go to its sender as the engine yields them."""
+        terminal: protocol.Message | CompletionResult = protocol.Error(
+            code="internal", message="the engine ended without a result", job_id=job.edit.job_id)
+        with contextlib.closing(self.engine.complete(job.edit, should_stop=job.stop.is_set)) as events:
+            for event in events:
+                job.tokens = event.stats.tokens
+                if isinstance(event, CompletionStep):
+                    post(event)
+                    continue
+                log.info("job %s %s: %d tokens in %.2fs (%d cached, prediction %d accepted)", job.edit.job_id,
+                         event.finish_reason, event.stats.tokens, event.stats.seconds, event.stats.cached_tokens,
+                         event.prediction.accepted)
+                cancelled = event.finish_reason == "cancelled"
+                terminal = self._stopped_message(job, job.stop_reason, event.text, event.stats) if cancelled else event
+                break
+        self.cache_usage = self._read_cache_usage()
+        post(terminal)
+
+    @contextlib.contextmanager
+    def _boundary(self, job: DaemonJob, post: Send) -> Iterator[None]:
+        """Where engine failures become the job's Error."""
         try:
-            events = self.engine.edit(edit.text, edit.instruction, path=edit.path, language=edit.language,
-                                      method=edit.method, options=edit.options, region=edit.region,
-                                      should_stop=job.stop.is_set)
-            terminal: protocol.Message = protocol.Error(
-                code="internal", message="the engine ended without a result", job_id=edit.job_id)
-            with contextlib.closing(events):  # the engine files the prompt's KV cache on close, on this thread
-                for event in events:
-                    if isinstance(event, Result):
-                        stream.flush()
-                        terminal = self._terminal(job, event)
-                        break
-                    stream.step(event.text, event.chars, event.stats)
-            self.cache_usage = self._read_cache_usage()
-            post(terminal)
+            yield
         except EngineError as exc:
-            log.info("job %s refused: %s (%s)", edit.job_id, exc.code, exc.message)
-            post(protocol.Error(code=exc.code, message=exc.message, job_id=edit.job_id))
+            log.info("job %s refused: %s (%s)", job.edit.job_id, exc.code, exc.message)
+            post(protocol.Error(code=exc.code, message=exc.message, job_id=job.edit.job_id))
         except Exception as exc:  # noqa: BLE001 - the worker must survive any engine failure
-            log.exception("job %s failed", edit.job_id)
-            post(protocol.Error(code="model_error", message=f"the engine failed: {exc}", job_id=edit.job_id))
+            log.exception("job %s failed", job.edit.job_id)
+            post(protocol.Error(code="model_error", message=f"the engine failed: {exc}", job_id=job.edit.job_id))
 
     def _warm(self, job: WarmJob) -> bool:
         """Run one warm; whether it finished (a stopped or failed one did not). Never raises:

@@ -7,6 +7,7 @@ Not thread-safe: one edit at a time (the daemon's queue serialises).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -17,10 +18,11 @@ import torch
 
 from engine import models, prompts
 from engine.catalogue import DEFAULT_DRAFT, DEFAULT_TARGET
+from engine.completion import Completion, PredictionUsage, prediction_usage, render, safe_length
 from engine.decoding import strategies
 from engine.decoding.cached_model import CachedModel, common_prefix_length
 from engine.decoding.cost import ForwardCost
-from engine.decoding.loop import Detokenizer, StopRule, generate
+from engine.decoding.loop import DecodeStep, Detokenizer, StopRule, generate, stop_string_at
 from engine.prefix_cache import MIN_REUSE_TOKENS, PrefixCache
 from engine.protocol import DecodingOptions, ErrorCode, FinishReason, ModelInfo, Region, Stats
 from engine.runtimes.base import Runtime
@@ -55,6 +57,21 @@ class Result:
     finish_reason: FinishReason
     stats: Stats
     tokens: list[int]  # the generated reply tokens (for identity checks)
+
+
+@dataclass
+class CompletionStep:
+    text: str  # reply text that is new since the last step
+    stats: Stats
+
+
+@dataclass
+class CompletionResult:
+    text: str  # the whole reply, cut before a stop string
+    finish_reason: FinishReason
+    stats: Stats
+    tokens: list[int]  # the generated tokens
+    prediction: PredictionUsage
 
 
 def default_draft(model: str) -> str | None:
@@ -175,20 +192,14 @@ class Engine:
                 f"exceeds the model's context of {context} tokens",
             )
         max_new = options.max_new_tokens or min(max_new_tokens_for(file_tokens), context - len(ids))
-        models_in_use = self._models
-        self.prefix_cache.reuse(models_in_use, ids)
-        strategy = strategies.make(method, options, self.draft_model, self.eos, self.target_cost, self.draft_cost,
-                                    copy_end, copy_start)
         detok = Detokenizer(self.tokenizer)
         stop = StopRule(self.eos, prompt.fence, max_new)
         streamed = chars = 0  # of the reply, and of the file text yielded
         tokens: list[int] = []
-        draft_passes = self.draft_model.forward_passes if self.draft_model else 0
-        try:
-            for step in generate(self.target_model, strategy, ids, detok, stop, should_stop):
+        with contextlib.closing(self._decode(ids, detok, stop, method, options, should_stop, copy_end,
+                                             copy_start)) as steps:
+            for step in steps:
                 tokens += step.tokens
-                if self.draft_model:
-                    step.stats.draft_forward_passes = self.draft_model.forward_passes - draft_passes
                 if step.finish_reason is None:
                     safe = max(prompts.stream_safe_length(detok.text, prompt.fence), streamed)
                     new = prompt.restore_layout(detok.text[streamed:safe], complete=False)
@@ -199,6 +210,57 @@ class Engine:
                 complete = step.finish_reason == "stop"
                 final = prompt.file_from_reply(detok.text) if complete else prompt.restore_layout(detok.text, False)
                 yield Result(final, step.finish_reason, _copy(step.stats), tokens)
+
+    def complete(self, completion: Completion,
+                 should_stop: Callable[[], bool] = lambda: False) -> Iterator[CompletionStep | CompletionResult]:
+        """Continue a chat or a raw prompt (engine/completion.py); yields CompletionSteps
+        while decoding, then one CompletionResult. The same decoding as ``edit``, with
+        the prediction as a lookup source besides the prompt.
+
+        Raises EngineError before the first event for input it cannot handle."""
+        if why := self.method_unavailable(completion.method):
+            raise EngineError("unknown_method", f"method {completion.method!r} is not available: {why}")
+        text = render(self.tokenizer, completion)
+        ids = self.tokenizer(text, add_special_tokens=completion.messages is None)["input_ids"]
+        prediction = self.tokenizer(completion.prediction, add_special_tokens=False)["input_ids"]
+        room = self.loaded_target.context_tokens - len(ids)
+        if room < (completion.max_tokens or 1):
+            raise EngineError("context_overflow", f"the prompt ({len(ids)} tokens) plus the reply "
+                              f"({completion.max_tokens or 1}) exceeds the model's context of "
+                              f"{self.loaded_target.context_tokens} tokens")
+        detok = Detokenizer(self.tokenizer)
+        stop = StopRule(self.eos, "", completion.max_tokens or room, tuple(completion.stop))
+        streamed = 0
+        tokens: list[int] = []
+        with contextlib.closing(self._decode(ids, detok, stop, completion.method, completion.options, should_stop,
+                                             prediction=prediction)) as steps:
+            for step in steps:
+                tokens += step.tokens
+                if step.finish_reason is None:
+                    safe = max(safe_length(detok.text, completion.stop), streamed)
+                    yield CompletionStep(detok.text[streamed:safe], _copy(step.stats))
+                    streamed = safe
+                    continue
+                cut = stop_string_at(detok.text, completion.stop)
+                usage = prediction_usage(prediction, tokens)
+                yield CompletionResult(detok.text[:cut], step.finish_reason, _copy(step.stats), tokens, usage)
+
+    def _decode(self, ids: list[int], detok: Detokenizer, stop: StopRule, method: str, options: DecodingOptions,
+                should_stop: Callable[[], bool], copy_end: int | None = None, copy_start: int = 0,
+                prediction: list[int] | None = None) -> Iterator[DecodeStep]:
+        """The decoding loop on the loaded models, reusing and then filing the prompt's KV
+        cache; steps count the draft model's passes too. ``copy_end``, ``copy_start`` and
+        ``prediction``: as strategies.make's."""
+        models_in_use = self._models
+        self.prefix_cache.reuse(models_in_use, ids)
+        strategy = strategies.make(method, options, self.draft_model, self.eos, self.target_cost, self.draft_cost,
+                                    copy_end, copy_start, prediction or ())
+        draft_passes = self.draft_model.forward_passes if self.draft_model else 0
+        try:
+            for step in generate(self.target_model, strategy, ids, detok, stop, should_stop):
+                if self.draft_model:
+                    step.stats.draft_forward_passes = self.draft_model.forward_passes - draft_passes
+                yield step
         except torch.OutOfMemoryError as exc:
             raise EngineError("model_error", f"out of memory while decoding: {exc}") from exc
         finally:

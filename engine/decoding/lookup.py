@@ -13,23 +13,36 @@ from engine.decoding.cached_model import common_prefix_length
 
 
 class NgramIndex:
-    """Positions of every n-gram (1 <= n <= max_ngram) in a growing token list."""
+    """Positions of every n-gram (1 <= n <= max_ngram) in a growing token list.
 
-    def __init__(self, max_ngram: int, copy_end: int | None = None, copy_start: int = 0):
+    ``prediction`` (OpenAI's Predicted Outputs: text the reply is expected to copy) is
+    indexed ahead of the prompt, as a source of its own: a copy out of it stops at its
+    end. Positions count from its start, so ``tokens`` is the prediction, then ``seq``;
+    ``copy_end`` and ``copy_start`` count in the prompt."""
+
+    def __init__(self, max_ngram: int, copy_end: int | None = None, copy_start: int = 0,
+                 prediction: Sequence[int] = ()):
         self.max_ngram = max_ngram
-        self.copy_end = copy_end  # copies out of the source stop here (where the reply ends: the file's closing fence)
-        self.copy_start = copy_start  # and begin no earlier (a region edit copies from the region's fence only)
         self.tokens: list[int] = []
         self._ends: list[dict[tuple[int, ...], list[int]]] = [{} for _ in range(max_ngram + 1)]
-        self.source_end = 0  # the first text indexed (the prompt, with the file) ends here
+        self._append(prediction)
+        self.offset = len(prediction)  # where the prompt's tokens start
+        # Copies out of the source stop at these (where the prediction ends; where the reply ends: the file's closing fence)
+        self.copy_ends = [end for end in (self.offset, copy_end and self.offset + copy_end) if end]
+        # and begin no earlier than this (a region edit copies from the region's fence only)
+        self.copy_start = copy_start and self.offset + copy_start
+        self.source_end = 0  # the first text indexed (the prediction and the prompt, with the file) ends here
         self.pointer = 0  # where the last match used in the source ended (0: none yet)
         self._pointer_at = 0  # the length of the text when that match was used
 
     def extend(self, seq: Sequence[int]) -> None:
         """Index the tokens of ``seq`` beyond those already indexed (seq only grows)."""
+        self.source_end = self.source_end or self.offset + len(seq)
+        self._append(seq[len(self.tokens) - self.offset:])
+
+    def _append(self, new: Sequence[int]) -> None:
         tokens = self.tokens
-        self.source_end = self.source_end or len(seq)
-        for token in seq[len(tokens):]:
+        for token in new:
             tokens.append(token)
             end = len(tokens)
             for n in range(1, min(self.max_ngram, end) + 1):
@@ -55,8 +68,9 @@ class NgramIndex:
                 i = bisect_left(ends, stop, lo=first, hi=in_source)
                 end = ends[i] if i < in_source else ends[first]
                 self.pointer, self._pointer_at = end, len(suffix_source)
-                if self.copy_end and end < self.copy_end:
-                    limit = min(limit, self.copy_end - end)
+                boundary = next((c for c in self.copy_ends if end < c), None)
+                if boundary:
+                    limit = min(limit, boundary - end)
             else:
                 generated = ends[in_source:]
                 end = (generated[-1] if generated and generated[-1] < len(self.tokens)

@@ -49,8 +49,9 @@ class Detokenizer:
 @dataclass
 class StopRule:
     eos: set[int]
-    fence: str  # a line starting with it closes the code block: the file is complete
+    fence: str  # a line starting with it closes the code block: the file is complete ("": no fence)
     max_new_tokens: int
+    strings: tuple[str, ...] = ()  # the reply ends where one of these appears (OpenAI's ``stop``)
 
 
 class Stopper:
@@ -67,7 +68,9 @@ class Stopper:
         self.tokens.append(token)
         checked = len(self.detok.text)
         self.detok.add(token)
-        if closes_file(self.detok.text, self.rule.fence, checked):
+        if self.rule.fence and closes_file(self.detok.text, self.rule.fence, checked):
+            return "stop"
+        if stop_string_at(self.detok.text, self.rule.strings, checked) is not None:
             return "stop"
         if len(self.tokens) >= self.rule.max_new_tokens:
             return "length"
@@ -131,6 +134,13 @@ def closes_file(reply: str, fence: str, checked: int = 0) -> bool:
     looking only at what is new since ``checked``: the one stop rule on the fence,
     which the benchmark also gives transformers' generate()."""
     return reply.startswith(fence) or reply.find("\n" + fence, max(checked - len(fence), 0)) >= 0
+
+
+def stop_string_at(reply: str, strings: Sequence[str], checked: int = 0) -> int | None:
+    """Where the first of ``strings`` starts in ``reply``, looking only at what is new
+    since ``checked``; None when none appears."""
+    found = [i for s in strings if (i := reply.find(s, max(checked - len(s) + 1, 0))) >= 0]
+    return min(found, default=None)
 
 
 def _finish(stats: Stats, start: float) -> Stats:

@@ -53,8 +53,8 @@ class Lookup:
     RESUMING_TOKENS = 64
 
     def __init__(self, options: DecodingOptions, cost: ForwardCost, copy_end: int | None = None,
-                 copy_start: int = 0):
-        self.index = NgramIndex(options.max_ngram, copy_end, copy_start)
+                 copy_start: int = 0, prediction: Sequence[int] = ()):
+        self.index = NgramIndex(options.max_ngram, copy_end, copy_start, prediction)
         self.cost = cost
         # Edits come at a roughly steady rate per copied token, one per hundreds: only
         # the whole job's count estimates it (a window of a few passes sees no miss and
@@ -107,8 +107,8 @@ class PromptLookup:
     tokens as pay under the target's costs (at most ``num_tokens``)."""
 
     def __init__(self, options: DecodingOptions, cost: ForwardCost, copy_end: int | None = None,
-                 copy_start: int = 0):
-        self.lookup = Lookup(options, cost, copy_end, copy_start)
+                 copy_start: int = 0, prediction: Sequence[int] = ()):
+        self.lookup = Lookup(options, cost, copy_end, copy_start, prediction)
         self.num_tokens = options.num_tokens
 
     def propose(self, seq: Sequence[int], budget: int) -> list[int]:
@@ -169,9 +169,9 @@ class Blazedit:
 
     def __init__(self, draft: CachedModel, options: DecodingOptions, eos: set[int],
                  target_cost: ForwardCost, draft_cost: ForwardCost, copy_end: int | None = None,
-                 copy_start: int = 0):
+                 copy_start: int = 0, prediction: Sequence[int] = ()):
         self.draft = draft
-        self.lookup = Lookup(options, target_cost, copy_end, copy_start)
+        self.lookup = Lookup(options, target_cost, copy_end, copy_start, prediction)
         self.micro = Acceptance(prior=0.5)  # the draft model accepting lookups
         self.drafted = Acceptance(prior=0.7)  # the target accepting the draft layer's tokens
         self.target_cost, self.draft_cost = target_cost, draft_cost
@@ -241,6 +241,7 @@ class _Inputs(NamedTuple):
     draft_cost: ForwardCost | None
     copy_end: int | None
     copy_start: int
+    prediction: Sequence[int]
 
 
 @dataclass(frozen=True)
@@ -253,12 +254,12 @@ class DecodingMethod:
 
 METHODS: dict[str, DecodingMethod] = {
     "regular": DecodingMethod(lambda i: Regular(), needs_draft=False),
-    "pld": DecodingMethod(lambda i: PromptLookup(i.options, i.target_cost, i.copy_end, i.copy_start),
+    "pld": DecodingMethod(lambda i: PromptLookup(i.options, i.target_cost, i.copy_end, i.copy_start, i.prediction),
                           needs_draft=False),
     "assisted": DecodingMethod(lambda i: Assisted(i.draft, i.options, i.eos, i.target_cost, i.draft_cost),
                                needs_draft=True),
     "blazedit": DecodingMethod(lambda i: Blazedit(i.draft, i.options, i.eos, i.target_cost, i.draft_cost,
-                                                  i.copy_end, i.copy_start), needs_draft=True),
+                                                  i.copy_end, i.copy_start, i.prediction), needs_draft=True),
 }
 assert tuple(METHODS) == get_args(protocol.Method), "the wire's method names (protocol.Method) must match METHODS"
 
@@ -274,11 +275,13 @@ def unavailable(method: str, has_draft: bool) -> str | None:
 
 def make(method: str, options: DecodingOptions, draft: CachedModel | None, eos: set[int],
          target_cost: ForwardCost, draft_cost: ForwardCost | None = None,
-         copy_end: int | None = None, copy_start: int = 0) -> Strategy:
+         copy_end: int | None = None, copy_start: int = 0, prediction: Sequence[int] = ()) -> Strategy:
     """The strategy of ``method`` (check it with ``unavailable`` first). ``copy_end``: the
     prompt position where the file's closing fence ends; lookups copy no further, since
     the reply ends there. ``copy_start``: lookups copy nothing before it (a region edit's
-    source is the region's own fence)."""
+    source is the region's own fence). ``prediction``: tokens the reply is expected to
+    copy, a lookup source besides the prompt (OpenAI's Predicted Outputs)."""
     if why := unavailable(method, draft is not None):
         raise ValueError(f"method {method!r}: {why}")
-    return METHODS[method].make(_Inputs(options, draft, eos, target_cost, draft_cost, copy_end, copy_start))
+    return METHODS[method].make(_Inputs(options, draft, eos, target_cost, draft_cost, copy_end, copy_start,
+                                        prediction))

@@ -18,7 +18,7 @@ TORCH_FREE = (
     "engine.protocol", "engine.address", "engine.catalogue", "engine.guard", "engine.client", "engine.remote",
     "engine.errors",
     "engine.cli", "engine.cli_base", "engine.daemon_cli", "engine.edit_progress", "engine.daemon", "engine.throttle",
-    "engine.decoding.strategies", "engine.decoding.loop",
+    "engine.decoding.strategies", "engine.decoding.loop", "engine.completion", "engine.openai_schema",
 )
 """What the language server, and the CLI until a command needs the engine, may import."""
 

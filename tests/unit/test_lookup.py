@@ -71,6 +71,15 @@ def test_copies_out_of_the_source_begin_at_copy_start():
     assert index.propose([2], 10) == [6, 2]
 
 
+def test_a_prediction_is_a_source_ahead_of_the_prompt_and_copies_stop_at_its_end():
+    index = NgramIndex(max_ngram=1, prediction=[5, 1, 2, 3])
+    index.extend([7, 5, 8])  # the prompt
+    assert index.propose([5], 10) == [1, 2, 3]  # the prediction's 5 comes first; its end ends the copy
+    assert index.propose([7], 10) == [5, 8]  # the prompt is a source as before
+    index.extend([7, 5, 8, 4, 6])  # generated
+    assert index.propose([7, 5, 8, 4], 10) == [6]  # positions beyond the prediction stay in step with the text
+
+
 def test_nothing_to_propose():
     index = NgramIndex(max_ngram=2)
     index.extend([1, 2])

@@ -6,7 +6,7 @@ from engine import models, prompts
 from engine.decoding import strategies
 from engine.decoding.cached_model import CachedModel
 from engine.decoding.cost import ForwardCost
-from engine.decoding.loop import Detokenizer, StopRule, generate
+from engine.decoding.loop import Detokenizer, StopRule, generate, stop_string_at
 from engine.protocol import DecodingOptions
 
 TOK = models.byte_tokenizer()
@@ -47,14 +47,15 @@ TORCH_CPU = ForwardCost({1: 0.2, 4: 0.194, 16: 0.258, 64: 0.526, 256: 1.765})
 
 
 def decode(method: str, prompt_text: str, reply_text: str, draft_reply: str | None = None, max_new=1000,
-           costs=(ForwardCost.flat(), ForwardCost.flat(0.01)), copy_end: int | None = None):
+           costs=(ForwardCost.flat(), ForwardCost.flat(0.01)), copy_end: int | None = None, prediction: str = "",
+           fence: str = "```", stop: tuple[str, ...] = ()):
     """Passes cost by default the same whatever their length, and a draft step a hundredth of a target pass."""
     prompt, reply = ids(prompt_text), ids(reply_text)
     target = CachedModel(ScriptedRuntime(prompt, reply))
     draft = CachedModel(ScriptedRuntime(prompt, ids(draft_reply if draft_reply is not None else reply_text)))
-    strategy = strategies.make(method, DecodingOptions(), draft, {EOS}, *costs, copy_end)
+    strategy = strategies.make(method, DecodingOptions(), draft, {EOS}, *costs, copy_end, ids(prediction))
     detok = Detokenizer(TOK)
-    steps = list(generate(target, strategy, prompt, detok, StopRule({EOS}, "```", max_new)))
+    steps = list(generate(target, strategy, prompt, detok, StopRule({EOS}, fence, max_new, stop)))
     steps[-1].stats.draft_forward_passes = draft.forward_passes  # the caller counts them, as Engine.edit does
     return detok, steps
 
@@ -89,6 +90,24 @@ def test_blazedit_copies_in_long_drafts_each_verified_in_one_pass():
     stats = steps[-1].stats
     assert stats.target_forward_passes <= 2 + len(body) // 256  # prefill, then lookups of up to 256 tokens
     assert stats.accepted >= len(body) - 4
+
+
+@pytest.mark.parametrize("method", ["pld", "blazedit"])
+def test_a_prediction_is_copied_as_the_prompt_would_be(method):
+    body = "".join(f"line_{i} = {i}\n" for i in range(30))
+    passes = {}
+    for prediction in ("", body):
+        detok, steps = decode(method, "Rewrite the file.\n", body, prediction=prediction, fence="")
+        assert detok.text == body and steps[-1].finish_reason == "stop"
+        passes[prediction] = steps[-1].stats.target_forward_passes
+    assert passes[body] * 4 < passes[""]
+
+
+@pytest.mark.parametrize("method", ["regular", "blazedit"])
+def test_stop_strings_end_the_reply_at_the_token_that_completes_one(method):
+    detok, steps = decode(method, "x\n", "alpha beta STOP gamma", fence="", stop=("STOP", "never"))
+    assert detok.text == "alpha beta STOP" and steps[-1].finish_reason == "stop"
+    assert stop_string_at(detok.text, ("never", "STOP", "beta")) == len("alpha ")
 
 
 @pytest.mark.parametrize("method", ["pld", "blazedit"])

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from engine import models, prompts
 from engine.decoding.cached_model import common_prefix_length
 from engine.decoding.cost import ForwardCost
+from engine.completion import Completion
 from engine.protocol import METHODS, DecodingOptions
 from engine.session import Engine, Result
 
@@ -162,3 +163,21 @@ def test_lookups_copy_no_further_than_the_files_closing_fence(engines):
     prompt = prompts.build("x = 1\n", "add types", "t.py")
     ids, copy_end = engines["same"].encode(prompt)
     assert engines["same"].tokenizer.decode(ids[:copy_end]).endswith("```python\nx = 1\n```")
+
+
+@pytest.mark.parametrize("draft", ["same", "noisy"])
+def test_a_prediction_changes_no_token(engines, draft):
+    """Completions with a prediction (OpenAI's Predicted Outputs) emit plain greedy decoding's tokens too."""
+    engine = engines[draft]
+    messages = [{"role": "user", "content": "\n".join(LINES * 3)}]
+
+    def complete(method: str, prediction: str):
+        *_, result = cold(engine).complete(Completion("j", messages=messages, prediction=prediction, max_tokens=120,
+                                                      method=method))
+        return result
+
+    reference = complete("regular", "")
+    for method in METHODS[1:]:
+        for prediction in (messages[0]["content"], reference.text, "unrelated"):
+            result = complete(method, prediction)
+            assert (result.tokens, result.text) == (reference.tokens, reference.text), (method, prediction)

@@ -80,6 +80,13 @@ def test_a_prediction_is_a_source_ahead_of_the_prompt_and_copies_stop_at_its_end
     assert index.propose([7, 5, 8, 4], 10) == [6]  # positions beyond the prediction stay in step with the text
 
 
+def test_copy_start_and_copy_end_count_in_the_prompt_after_a_prediction():
+    index = NgramIndex(max_ngram=1, copy_end=9, copy_start=5, prediction=[7, 7])
+    index.extend([1, 2, 3, 5, 6, 8, 5, 4, 9, 9])  # file [1 2 3 5 6], then the region [8 5 4] ending at 9
+    assert index.propose([5], 10) == [4, 9]  # from the region's 5 (to copy_end), not the file's
+    assert index.propose([6], 10) == []  # 6 lies only in the file
+
+
 def test_nothing_to_propose():
     index = NgramIndex(max_ngram=2)
     index.extend([1, 2])

@@ -53,7 +53,7 @@ def decode(method: str, prompt_text: str, reply_text: str, draft_reply: str | No
     prompt, reply = ids(prompt_text), ids(reply_text)
     target = CachedModel(ScriptedRuntime(prompt, reply))
     draft = CachedModel(ScriptedRuntime(prompt, ids(draft_reply if draft_reply is not None else reply_text)))
-    strategy = strategies.make(method, DecodingOptions(), draft, {EOS}, *costs, copy_end, ids(prediction))
+    strategy = strategies.make(method, DecodingOptions(), draft, {EOS}, *costs, copy_end, prediction=ids(prediction))
     detok = Detokenizer(TOK)
     steps = list(generate(target, strategy, prompt, detok, StopRule({EOS}, fence, max_new, stop)))
     steps[-1].stats.draft_forward_passes = draft.forward_passes  # the caller counts them, as Engine.edit does

@@ -84,7 +84,7 @@ def test_copy_start_and_copy_end_count_in_the_prompt_after_a_prediction():
     index = NgramIndex(max_ngram=1, copy_end=9, copy_start=5, prediction=[7, 7])
     index.extend([1, 2, 3, 5, 6, 8, 5, 4, 9, 9])  # file [1 2 3 5 6], then the region [8 5 4] ending at 9
     assert index.propose([5], 10) == [4, 9]  # from the region's 5 (to copy_end), not the file's
-    assert index.propose([6], 10) == []  # 6 lies only in the file
+    assert index.propose([3], 10) == []  # 3 lies only in the file, and what follows it too
 
 
 def test_nothing_to_propose():

@@ -13,10 +13,11 @@ import threading
 import pytest
 
 from engine import models, protocol
+from engine.completion import Completion
 from engine.decoding.cost import ForwardCost
 from engine.prefix_cache import PrefixCache
 from engine.service import Service
-from engine.session import Engine
+from engine.session import CompletionResult, Engine
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -49,6 +50,10 @@ class GatedEngine:
             return self.engine.warm(text, should_stop=gate, **kwargs)
         finally:
             self.returned.release()
+
+    def complete(self, completion, **kwargs):
+        self.log.append(("complete", completion.job_id, self.engine.target_model.forward_passes))
+        return self.engine.complete(completion, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -166,5 +171,31 @@ async def test_a_warm_over_the_document_limit_is_ignored(gated):
     await warms_returned(gated, 1)
     await settled(service, 1)
     assert {entry[1] for entry in gated.log} == {TEXT}
+    service.close()
+    await asyncio.wait_for(runner, TIMEOUT)
+
+
+async def test_a_completion_job_pre_empts_a_running_warm_as_an_edit_does(gated):
+    """An OpenAI API request (engine/openai_api.py) is a job like an edit: it goes first."""
+    service = Service(gated, progress_interval=0)
+    runner = asyncio.create_task(service.run())
+    ended: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    def send(message) -> None:
+        if isinstance(message, (CompletionResult, protocol.Error)) and not ended.done():
+            ended.set_result(message)
+
+    service.warm(warm())
+    await wait(gated.paused)
+    submitted = gated.engine.target_model.forward_passes
+    service.submit(object(), send, Completion(job_id="c", prompt="def f():", max_tokens=4, method="regular"))
+    gated.release.set()
+    assert isinstance(await asyncio.wait_for(ended, TIMEOUT), CompletionResult)
+    await warms_returned(gated, 2)  # pre-empted, then resumed after the completion
+    await settled(service, 1)
+    kinds = [entry[0] for entry in gated.log]
+    began = kinds.index("complete")
+    assert kinds[:began] == ["poll", "poll"] and gated.log[began][2] == submitted  # no chunk ran after it came
+    assert "poll" in kinds[began + 1:]
     service.close()
     await asyncio.wait_for(runner, TIMEOUT)

@@ -11,11 +11,12 @@ import contextlib
 import shutil
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 from engine import protocol
-from lsp_fake_engine import FakeEngine
+from lsp_fake_engine import FakeEngine, FakeJob
 
 HINTED = {
     "def restock(stock, name, count):": "def restock(stock: dict[str, int], name: str, count: int) -> None:",
@@ -44,8 +45,23 @@ def add_hints(edit: protocol.Edit) -> tuple[str, str]:
     return text, "stop"
 
 
+@dataclass
+class Served:
+    engine: FakeEngine
+    runtime: Path
+    """The editor's XDG_RUNTIME_DIR."""
+    loop: asyncio.AbstractEventLoop
+
+    def release(self, job: FakeJob) -> None:
+        """Let a held job (``engine.hold``) finish."""
+        self.loop.call_soon_threadsafe(job.release.set)
+
+    def __iter__(self):  # `fake, runtime = served`
+        return iter((self.engine, self.runtime))
+
+
 @contextlib.contextmanager
-def serve_fake_engine(respond: Callable[[protocol.Edit], tuple[str, str]] = add_hints) -> Iterator[tuple[FakeEngine, Path]]:
+def serve_fake_engine(respond: Callable[[protocol.Edit], tuple[str, str]] = add_hints) -> Iterator[Served]:
     """Yield the engine and the runtime directory to give the editor as XDG_RUNTIME_DIR
     (short, under /tmp: a socket path has at most 107 bytes)."""
     runtime = Path(tempfile.mkdtemp(prefix="bz-", dir="/tmp"))
@@ -57,7 +73,7 @@ def serve_fake_engine(respond: Callable[[protocol.Edit], tuple[str, str]] = add_
     thread.start()
     try:
         asyncio.run_coroutine_threadsafe(fake.start(), loop).result(10)
-        yield fake, runtime
+        yield Served(fake, runtime, loop)
     finally:
         asyncio.run_coroutine_threadsafe(fake.stop(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)

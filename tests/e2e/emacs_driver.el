@@ -1,13 +1,14 @@
 ;;; emacs_driver.el --- one eglot session against blazedit-lsp, for test_emacs.py  -*- lexical-binding: t; -*-
 
 ;; Run as `emacs --batch -l emacs_driver.el' with BLAZEDIT_TEST set to a JSON object:
-;; init (the init.el to load), file, line (where to ask for code actions), title (the
-;; action to pick), progress (true: wait for the progress to end too), out (where the
+;; init (the init.el to load), file, line (where to ask for code actions), flow
+;; ("code-action", or "commands": blazedit-edit, blazedit-cancel, blazedit-edit), title (the
+;; action to pick), instruction (what the user types), progress (true: wait for the progress to end too), out (where the
 ;; results go), connect_s and edit_s (bounds of the waits).
 ;; What a user does by hand is done here the same way: find-file (the init's
 ;; `eglot-ensure' connects after the command, so the driver runs `post-command-hook' as
-;; the command loop would), M-x eglot-code-actions, pick the action, answer the edit's
-;; confirmation.  Every wait is bounded and returns as soon as its condition holds.
+;; the command loop would), M-x eglot-code-actions or M-x blazedit-edit, the answers to
+;; their questions.  Every wait is bounded and returns as soon as its condition holds.
 ;; The results are written as JSON even when a step fails (`errors').
 
 ;;; Code:
@@ -35,6 +36,35 @@
 (defun blazedit-test--progress-ended ()
   (cl-some (lambda (p) (equal (plist-get p :kind) "end")) (plist-get blazedit-test--results :progress)))
 
+(defun blazedit-test--count (kind)
+  "How many progress values of KIND (\"begin\", \"end\") arrived."
+  (cl-count-if (lambda (p) (equal (plist-get p :kind) kind)) (plist-get blazedit-test--results :progress)))
+
+(defun blazedit-test--code-action (original)
+  "M-x eglot-code-actions, from the keyboard (a key event, not a mouse click)."
+  (let ((last-nonmenu-event ?\r))
+    (call-interactively #'eglot-code-actions))
+  ;; Done: the text changed and, when the client announces progress, the progress ended.
+  (blazedit-test--put :edit_ended
+                      (blazedit-test--wait (blazedit-test--param :edit_s)
+                                           (lambda () (and (not (equal (buffer-string) original))
+                                                           (or (not (eq (blazedit-test--param :progress) t))
+                                                               (blazedit-test--progress-ended)))))))
+
+(defun blazedit-test--commands (original)
+  "M-x blazedit-edit, M-x blazedit-cancel while it runs, M-x blazedit-edit to the end."
+  (call-interactively #'blazedit-edit)
+  (blazedit-test--put :first_begun (blazedit-test--wait (blazedit-test--param :edit_s)
+                                                        (lambda () (= (blazedit-test--count "begin") 1))))
+  (call-interactively #'blazedit-cancel)
+  (blazedit-test--put :first_ended (blazedit-test--wait (blazedit-test--param :edit_s)
+                                                        (lambda () (= (blazedit-test--count "end") 1))))
+  (blazedit-test--put :after_cancel (buffer-substring-no-properties (point-min) (point-max)))
+  (call-interactively #'blazedit-edit)
+  (blazedit-test--put :edit_ended (blazedit-test--wait (blazedit-test--param :edit_s)
+                                                       (lambda () (and (= (blazedit-test--count "end") 2)
+                                                                       (not (equal (buffer-string) original)))))))
+
 (defun blazedit-test--run ()
   (package-activate-all)  ; as an interactive start does before init.el (batch skips it): autoloads
   (load (blazedit-test--param :init) nil t)
@@ -52,23 +82,22 @@
   (let ((original (buffer-string)))
     (goto-char (point-min))
     (forward-line (1- (blazedit-test--param :line)))
-    ;; M-x eglot-code-actions from the keyboard (a key event, not a mouse click), then
-    ;; the user picks the action and confirms the server's edit.
+    ;; The user's answers: the action to pick, the instruction to type, yes to eglot's
+    ;; confirmation of the server's edit (eglot-confirm-server-initiated-edits).
     (cl-letf (((symbol-function 'completing-read)
                (lambda (prompt collection &rest _)
                  (blazedit-test--push :prompts prompt)
                  (blazedit-test--put :titles (mapcar #'car collection))
                  (blazedit-test--param :title)))
+              ((symbol-function 'read-string)
+               (lambda (prompt &rest _)
+                 (blazedit-test--push :prompts prompt)
+                 (blazedit-test--param :instruction)))
               ((symbol-function 'y-or-n-p)
                (lambda (prompt) (blazedit-test--push :prompts prompt) t)))
-      (let ((last-nonmenu-event ?\r))
-        (call-interactively #'eglot-code-actions))
-      ;; Done: the text changed and, when the client announces progress, the progress ended.
-      (blazedit-test--put :edit_ended
-                          (blazedit-test--wait (blazedit-test--param :edit_s)
-                                               (lambda () (and (not (equal (buffer-string) original))
-                                                               (or (not (eq (blazedit-test--param :progress) t))
-                                                                   (blazedit-test--progress-ended)))))))
+      (if (equal (blazedit-test--param :flow) "commands")
+          (blazedit-test--commands original)
+        (blazedit-test--code-action original)))
     (blazedit-test--put :text (buffer-substring-no-properties (point-min) (point-max)))
     (let ((events (jsonrpc-events-buffer (eglot-current-server))))  ; for a failing test's message
       (blazedit-test--put :events (with-current-buffer events

@@ -12,6 +12,7 @@ elpa-eglot`); Emacs 29+ has eglot built in.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import os
@@ -19,6 +20,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -56,8 +58,10 @@ def documented_init(name: str) -> str:
     return block[1].replace("/path/to/blazedit-lsp", str(ROOT))
 
 
-def run_emacs(tmp_path: Path, init: str, progress: bool) -> tuple[dict, object]:
-    """One Emacs session (emacs_driver.el) against the scripted engine; its results and the engine's job."""
+def run_emacs(tmp_path: Path, init: str, progress: bool, flow: str = "code-action") -> tuple[dict, list]:
+    """One Emacs session (emacs_driver.el) against the scripted engine; its results and the
+    engine's jobs. In the "commands" flow the engine holds the first job (the driver cancels
+    it) and the test releases the second."""
     from editor_engine import SOURCE, serve_fake_engine
 
     (tmp_path / "init.el").write_text(init)
@@ -65,19 +69,38 @@ def run_emacs(tmp_path: Path, init: str, progress: bool) -> tuple[dict, object]:
     path.write_text(SOURCE)
     line = SOURCE.splitlines().index("# AI: add type hints") + 1
     out = tmp_path / "results.json"
-    params = {"init": str(tmp_path / "init.el"), "file": str(path), "line": line, "title": TITLE,
-              "progress": progress, "out": str(out), "connect_s": 60, "edit_s": 60}
-    with serve_fake_engine() as (fake, runtime):
+    params = {"init": str(tmp_path / "init.el"), "file": str(path), "line": line, "flow": flow, "title": TITLE,
+              "instruction": "add type hints", "progress": progress, "out": str(out), "connect_s": 60, "edit_s": 60}
+    with serve_fake_engine() as served:
+        fake = served.engine
+        released: list[BaseException | None] = []
+        if flow == "commands":
+            fake.hold = True
+
+            def release_second() -> None:
+                try:
+                    for _ in range(2):
+                        job = asyncio.run_coroutine_threadsafe(fake.next_job(90), served.loop).result(120)
+                    served.release(job)
+                    released.append(None)
+                except BaseException as e:  # reported below, after Emacs is done
+                    released.append(e)
+
+            releaser = threading.Thread(target=release_second, daemon=True)
+            releaser.start()
         env = {**os.environ, "BLAZEDIT_TEST": json.dumps(params), "HOME": str(tmp_path),
-               "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "XDG_RUNTIME_DIR": str(runtime)}
+               "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "XDG_RUNTIME_DIR": str(served.runtime)}
         proc = subprocess.run([EMACS, "--batch", "-l", str(DRIVER)], cwd=tmp_path, env=env, capture_output=True,
                               text=True, timeout=240, stdin=subprocess.DEVNULL)
+        if flow == "commands":
+            releaser.join(130)
         jobs = list(fake.jobs)
     assert out.exists(), f"Emacs wrote no results (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     results = json.loads(out.read_text())
     assert not results["errors"], f"{results['errors']}\n{proc.stderr[-3000:]}"
-    assert len(jobs) == 1, jobs
-    return results, jobs[0]
+    if flow == "commands":
+        assert released == [None], released
+    return results, jobs
 
 
 def assert_edited(results: dict, job) -> None:
@@ -92,7 +115,7 @@ def assert_edited(results: dict, job) -> None:
 
 
 def test_blazedit_el_edits_through_a_code_action_with_progress(tmp_path: Path) -> None:
-    results, job = run_emacs(tmp_path, documented_init("emacs-init"), progress=True)
+    results, (job,) = run_emacs(tmp_path, documented_init("emacs-init"), progress=True)
     assert results["server_class"] == "blazedit-eglot-server"
     assert_edited(results, job)
     kinds = [p["kind"] for p in results["progress"]]
@@ -113,7 +136,25 @@ def assert_asked_pick_then_confirm(prompts: list[str]) -> None:
 
 def test_plain_eglot_configuration_edits_through_a_code_action(tmp_path: Path) -> None:
     """Without clients/emacs: only `eglot-server-programs` (progress then goes to the log on eglot < 1.12)."""
-    results, job = run_emacs(tmp_path, documented_init("emacs-plain"), progress=False)
+    results, (job,) = run_emacs(tmp_path, documented_init("emacs-plain"), progress=False)
     assert results["server_class"] == "eglot-lsp-server"
     assert_edited(results, job)
     assert_asked_pick_then_confirm(results["prompts"])
+
+
+def test_blazedit_el_commands_edit_cancel_and_edit_again(tmp_path: Path) -> None:
+    """M-x blazedit-edit (typed instruction), M-x blazedit-cancel while the engine holds the
+    job: the buffer stays; M-x blazedit-edit again, released: the buffer is the result."""
+    from editor_engine import SOURCE, add_hints
+
+    results, jobs = run_emacs(tmp_path, documented_init("emacs-init"), progress=True, flow="commands")
+    first, second = jobs
+    assert results["first_begun"] and results["first_ended"], results["progress"]
+    assert first.finish_reason == "cancelled"
+    assert results["after_cancel"] == SOURCE
+    ends = [p for p in results["progress"] if p["kind"] == "end"]
+    assert "cancel" in ends[0]["message"], ends
+    assert second.edit.instruction == "add type hints"
+    assert results["edit_ended"], f"{second!r}\n{results['events'][-1500:]}"
+    assert results["text"] == add_hints(second.edit)[0]
+    assert results["prompts"][0].startswith("Blazedit instruction"), results["prompts"]

@@ -57,6 +57,7 @@ M.server_keys = {
   'maxFileBytes',
   'progressIntervalMs',
   'commandTimeoutMs',
+  'applyWhileStreaming',
   'guardRemovals',
   'maxNewTokens',
   'maxNgram',
@@ -356,6 +357,18 @@ function M.cancel(opts)
   local client = attached_client(bufnr, false)
   if client then
     exec(client, bufnr, 'blazedit.cancel', { { uri = vim.uri_from_bufnr(bufnr) } })
+  end
+end
+
+--- Reverts the last AI edit of the current buffer (hunks applied while streaming included),
+--- keeping what was typed since; the server refuses where that typing touches the edited lines.
+---@param opts? {bufnr?: integer}
+function M.undo(opts)
+  opts = opts or {}
+  local bufnr = (opts.bufnr == nil or opts.bufnr == 0) and vim.api.nvim_get_current_buf() or opts.bufnr
+  local client = attached_client(bufnr, false)
+  if client then
+    exec(client, bufnr, 'blazedit.undo', { { uri = vim.uri_from_bufnr(bufnr) } })
   end
 end
 

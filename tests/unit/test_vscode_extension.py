@@ -95,6 +95,8 @@ def test_settings_types_enums_defaults_and_minimums_match_the_server() -> None:
         elif isinstance(info, mi.StrType):
             assert prop["type"] == "string" and "enum" not in prop, name
             assert prop["default"] == ("" if default is None else default), name  # "": unset, the server's default
+        elif isinstance(info, mi.BoolType):
+            assert prop["type"] == "boolean" and prop["default"] == default, name
         elif isinstance(info, mi.IntType):
             assert prop["type"] in ("integer", ["integer", "null"]), name
             assert prop["default"] in (default, None), name  # null: the server's default

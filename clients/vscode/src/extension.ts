@@ -77,7 +77,7 @@ async function undoEdit(): Promise<void> {
   if (!document || !client) {
     return;
   }
-  await execute('blazedit.undo', { uri: client.code2ProtocolConverter.asUri(document.uri) });
+  await execute('blazedit.undo', [{ uri: client.code2ProtocolConverter.asUri(document.uri) }]);
 }
 
 async function showStatus(): Promise<void> {

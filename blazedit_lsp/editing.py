@@ -178,7 +178,7 @@ class LiveApply:
 
     async def _apply_settled(self) -> None:
         job = self.job
-        text, hunks = settled(job.sent, job.output(job.streamed))
+        text, hunks = settled(job.sent, job.partial())
         if not hunks or text == self.settled:
             return
         doc = self.ls.open_document(job.uri)

@@ -53,6 +53,11 @@ class LspJob:
     def __post_init__(self) -> None:
         self.ours = self.ours or self.base
 
+    def partial(self) -> str:
+        """The file as far as the engine has streamed it (the region's output after the
+        text before the region; nothing after it yet)."""
+        return self.streamed if self.region is None else self.sent[: self.region.start] + self.streamed
+
     def output(self, text: str) -> str:
         """The whole file for an output of the engine (a region's output spliced in)."""
         if self.region is None:

@@ -10,24 +10,7 @@ local NAME = 'blazedit'
 local INFO, WARN, ERROR = vim.log.levels.INFO, vim.log.levels.WARN, vim.log.levels.ERROR
 
 --- The languages Blazedit attaches to by default (one list for all editors: docs/editors.md).
-M.default_filetypes = {
-  'python',
-  'rust',
-  'go',
-  'javascript',
-  'javascriptreact',
-  'typescript',
-  'typescriptreact',
-  'c',
-  'cpp',
-  'css',
-  'json',
-  'yaml',
-  'markdown',
-  'sh',
-  'bash',
-  'zsh',
-}
+M.default_filetypes = require('blazedit.filetypes')
 
 --- Options of setup(); any other key is an error.
 local defaults = {

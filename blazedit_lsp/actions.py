@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import msgspec
+
 from lsprotocol import types
 
 from .config import Config
@@ -19,12 +21,14 @@ from .edits import split_lines
 
 EDIT_FILE = "blazedit.editFile"
 CANCEL = "blazedit.cancel"
+UNDO = "blazedit.undo"
 STATUS = "blazedit.status"
 
 KIND = "refactor.rewrite.blazedit"
 """Under refactor.rewrite, so clients filtering on refactor(.rewrite) list
 it, and specific enough to bind a key to."""
 TITLE = "AI edit whole file"
+SELECTION_TITLE = "AI edit selection"
 NEAR_LINES = 5
 """How far from the cursor or selection an instruction comment is looked for."""
 MAX_TITLE_CHARS = 60
@@ -81,6 +85,12 @@ class Resolved:
     instruction: str
     text: str
     source: str  # "argument" | "comment" | "default"
+    removed: frozenset[int] = frozenset()
+    """The instruction comment's lines (0-based), taken out of ``text``."""
+
+    def sent_line(self, line: int) -> int:
+        """Where line ``line`` of the document is in ``text``: after it, if it was removed."""
+        return line - sum(1 for r in self.removed if r < line)
 
 
 def resolve(text: str, instruction: str | None, config: Config) -> Resolved | None:
@@ -91,9 +101,10 @@ def resolve(text: str, instruction: str | None, config: Config) -> Resolved | No
     if instruction and instruction.strip():
         instruction = instruction.strip()
         lines = {f.line for f in found if f.instruction == instruction}
-        return Resolved(instruction, without_lines(text, lines), "argument")
+        return Resolved(instruction, without_lines(text, lines), "argument", frozenset(lines))
     if found:
-        return Resolved(found[0].instruction, without_lines(text, {found[0].line}), "comment")
+        return Resolved(found[0].instruction, without_lines(text, {found[0].line}), "comment",
+                        frozenset({found[0].line}))
     if config.default_instruction.strip():
         return Resolved(config.default_instruction.strip(), text, "default")
     return None
@@ -106,12 +117,22 @@ HOW_TO_INSTRUCT = (
 )
 
 
-def _title(instruction: str | None) -> str:
+def selected_lines(selection: types.Range) -> tuple[int, int] | None:
+    """The whole lines [first, last] (0-based) a selection covers; None for an empty
+    selection (a cursor). A selection ending at a line's start leaves that line out."""
+    start, end = selection.start, selection.end
+    if (start.line, start.character) == (end.line, end.character):
+        return None
+    last = end.line - 1 if end.character == 0 and end.line > start.line else end.line
+    return start.line, last
+
+
+def _title(instruction: str | None, title: str = TITLE) -> str:
     if not instruction:
-        return TITLE
+        return title
     if len(instruction) > MAX_TITLE_CHARS:
         instruction = instruction[: MAX_TITLE_CHARS - 1] + "…"
-    return f"{TITLE}: {instruction}"
+    return f"{title}: {instruction}"
 
 
 def _wanted(only: list[str] | None) -> bool:
@@ -122,26 +143,30 @@ def _wanted(only: list[str] | None) -> bool:
 def code_actions(
     uri: str, version: int | None, text: str, selection: types.Range, only: list[str] | None, config: Config
 ) -> list[types.CodeAction]:
-    """The comment's action (preferred) first, then presets, then the plain one."""
+    """The comment's action (preferred) first, then presets, then the plain one; with a
+    non-empty selection, the same for the selected lines first."""
     if not _wanted(only):
         return []
     found = find_near(text, config.instruction_marker, selection.start.line, selection.end.line)
     instructions: list[str | None] = [found.instruction] if found else []
     instructions += [p for p in config.presets if p not in instructions]
     instructions.append(None)
+    lines = selected_lines(selection)
+    scopes = ([(SELECTION_TITLE, {"range": msgspec.to_builtins(selection)})] if lines else []) + [(TITLE, {})]
     actions = []
-    for instruction in instructions:
-        args: dict = {"uri": uri}
-        if version is not None:
-            args["version"] = version
-        if instruction:
-            args["instruction"] = instruction
-        actions.append(
-            types.CodeAction(
-                title=_title(instruction),
-                kind=KIND,
-                command=types.Command(title=_title(instruction), command=EDIT_FILE, arguments=[args]),
-                is_preferred=True if found and instruction == found.instruction else None,
+    for title, scope in scopes:
+        for instruction in instructions:
+            args: dict = {"uri": uri, **scope}
+            if version is not None:
+                args["version"] = version
+            if instruction:
+                args["instruction"] = instruction
+            actions.append(
+                types.CodeAction(
+                    title=_title(instruction, title),
+                    kind=KIND,
+                    command=types.Command(title=_title(instruction, title), command=EDIT_FILE, arguments=[args]),
+                    is_preferred=True if found and instruction == found.instruction and title == scopes[0][0] else None,
+                )
             )
-        )
     return actions

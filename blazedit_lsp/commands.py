@@ -1,4 +1,4 @@
-"""The workspace/executeCommand commands: blazedit.editFile, .cancel, .status.
+"""The workspace/executeCommand commands: blazedit.editFile, .cancel, .undo, .status.
 
 Arguments are one JSON object each (docs/contracts.md), validated with msgspec
 so a wrong field name is reported, not ignored.
@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
+from engine import protocol
+
 from . import actions, editing
+from .edits import RebaseConflict, rebase, split_lines, text_edits
 from .engine_link import UNREACHABLE
 from .host import Host
 from .jobs import LspJob
@@ -22,11 +25,27 @@ from .jobs import LspJob
 log = logging.getLogger(__name__)
 
 
+class LspPosition(msgspec.Struct, forbid_unknown_fields=True):
+    line: Annotated[int, msgspec.Meta(ge=0)]
+    character: Annotated[int, msgspec.Meta(ge=0)]
+
+
+class LspRange(msgspec.Struct, forbid_unknown_fields=True):
+    start: LspPosition
+    end: LspPosition
+
+
 class EditFileArgs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     uri: str
     version: int | None = None
     """The version the action was offered for; a changed document is refused."""
     instruction: str | None = None
+    range: LspRange | None = None
+    """A selection: edit only the whole lines it covers (the file stays the context)."""
+
+
+class UriArgs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    uri: str
 
 
 class CancelArgs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -55,7 +74,7 @@ async def edit_file(ls: Host, args: tuple[Any, ...]) -> dict[str, Any]:
     """Start an edit job; answer when it ends or after commandTimeoutMs,
     whichever comes first (the edit is applied through workspace/applyEdit
     either way)."""
-    a = _parse(ls, actions.EDIT_FILE, args, EditFileArgs, "{uri, version?, instruction?}")
+    a = _parse(ls, actions.EDIT_FILE, args, EditFileArgs, "{uri, version?, instruction?, range?}")
     if not getattr(ls.client_capabilities.workspace, "apply_edit", False):
         return _reject(ls, "this editor does not support workspace/applyEdit, so edits cannot be applied")
     doc = ls.open_document(a.uri)
@@ -69,12 +88,34 @@ async def edit_file(ls: Host, args: tuple[Any, ...]) -> dict[str, Any]:
     resolved = actions.resolve(doc.source, a.instruction, ls.config)
     if resolved is None:
         return _reject(ls, actions.HOW_TO_INSTRUCT.format(marker=ls.config.instruction_marker))
-    job = LspJob(uri=doc.uri, base=doc.source, sent=resolved.text, instruction=resolved.instruction)
+    region = None
+    if a.range is not None:
+        selection = types.Range(start=types.Position(a.range.start.line, a.range.start.character),
+                                end=types.Position(a.range.end.line, a.range.end.character))
+        if (lines := actions.selected_lines(selection)) is None:
+            return _reject(ls, "the selection is empty; select the lines to edit, or edit the whole file")
+        region = _region(resolved, *lines)
+        if region is None:
+            return _reject(ls, f"the selection (lines {lines[0] + 1}-{lines[1] + 1}) is not within the document")
+    job = LspJob(uri=doc.uri, base=doc.source, sent=resolved.text, instruction=resolved.instruction, region=region)
     ls.jobs.add(job)
     log.info("job %s: %s %r (instruction from %s)", job.id, doc.uri, job.instruction, resolved.source)
     job.task = asyncio.create_task(editing.run(ls, job))
     await _wait(job, ls.config.command_timeout_ms / 1000)
     return {"jobId": job.id, "state": job.state, "summary": job.summary}
+
+
+def _region(resolved: actions.Resolved, first: int, last: int) -> protocol.Region | None:
+    """Document lines [first, last] as a Region of the text sent (without the
+    instruction comment); None when the document has no such lines."""
+    lines = split_lines(resolved.text)
+    first, end = resolved.sent_line(first), resolved.sent_line(last + 1)
+    if first > len(lines) or end > len(lines) + 1:
+        return None
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line))
+    return protocol.Region(start=starts[first], end=starts[min(end, len(lines))])
 
 
 async def _wait(job: LspJob, timeout: float) -> None:
@@ -92,6 +133,35 @@ async def cancel(ls: Host, args: tuple[Any, ...]) -> dict[str, Any]:
         ls.tell(types.MessageType.Info, "Blazedit: no AI edit is running" + (f" for {a.uri}" if a.uri else ""))
     await asyncio.gather(*(_wait(job, editing.CANCEL_GRACE_S + 1) for job in jobs))
     return {"cancelled": [job.id for job in jobs]}
+
+
+async def undo(ls: Host, args: tuple[Any, ...]) -> dict[str, Any]:
+    """Revert the last AI edit of a document (all of it, hunks applied while streaming
+    included), rebased over what the user typed since; refused where the typing
+    touches the lines the edit changed."""
+    a = _parse(ls, actions.UNDO, args, UriArgs, "{uri}")
+    doc = ls.open_document(a.uri)
+    last = ls.jobs.last_applied(a.uri)
+    if doc is None or last is None:
+        return _reject(ls, "no AI edit of this document to undo")
+    if (job := ls.jobs.get(a.uri)) is not None:
+        job.cancel("blazedit.undo")
+        await _wait(job, editing.CANCEL_GRACE_S + 1)
+        last = ls.jobs.last_applied(a.uri) or last
+    try:
+        reverted = rebase(last.after, last.before, doc.source)
+    except RebaseConflict as e:
+        return _reject(ls, f"cannot undo: you changed the lines the AI edit changed ({e}); use the editor's undo")
+    edits = text_edits(doc.source, reverted, ls.workspace.position_encoding)
+    if edits:
+        params = types.ApplyWorkspaceEditParams(edit=editing.workspace_edit(ls, doc.uri, doc.version, edits),
+                                                label="Blazedit: undo the AI edit")
+        response = await ls.workspace_apply_edit_async(params)
+        if not response.applied:
+            return _reject(ls, f"the editor did not apply the undo: {response.failure_reason or 'no reason given'}")
+    ls.jobs.forget_applied(a.uri)
+    ls.tell(types.MessageType.Info, "Blazedit: the AI edit was undone")
+    return {"state": "undone", "edits": len(edits)}
 
 
 async def status(ls: Host, args: tuple[Any, ...]) -> dict[str, Any]:

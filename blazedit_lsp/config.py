@@ -58,6 +58,9 @@ class Config(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only
     command_timeout_ms: Annotated[int, msgspec.Meta(ge=0)] = 100_000
     """How long blazedit.editFile may hold its request open before answering
     and applying later through workspace/applyEdit (Zed gives up at 120 s)."""
+    apply_while_streaming: bool = True
+    """Apply each hunk as soon as the output has moved past it and copies the file
+    again (edits.settled); False: apply the whole edit at the end."""
     guard_removals: Literal["ask", "keep", "allow"] = "ask"
     """An edit that removes a definition the instruction does not name: ask
     the user, keep the definition, or apply the edit as it is."""

@@ -16,7 +16,7 @@ from engine import protocol
 from engine.client import EngineClient
 from engine.guard import ASKS_TO_DELETE, Removal, keep_removed, language_of, removed_definitions
 
-from .edits import RebaseConflict, rebase, split_lines, text_edits
+from .edits import RebaseConflict, rebase, settled, split_lines, text_edits
 from .engine_link import UNREACHABLE
 from .host import Host
 from .jobs import LspJob
@@ -79,6 +79,9 @@ async def run(ls: Host, job: LspJob) -> None:
             state, summary = "cancelled", f"cancelled ({job.cancel_reason or 'by the engine'})"
         else:
             state, summary = await _deliver(ls, job, done)
+        if state != "applied" and job.hunks_applied:
+            summary += f"; the {job.hunks_applied} hunk(s) applied while streaming stay (blazedit.undo reverts them)"
+            ls.tell(types.MessageType.Warning, f"Blazedit: {summary}")
     except UNREACHABLE as e:
         await ls.engine.drop()
         summary = f"engine not reachable: {e}"
@@ -101,7 +104,8 @@ async def run(ls: Host, job: LspJob) -> None:
 
 
 async def _generate(ls: Host, job: LspJob, progress: LspProgress) -> protocol.Done | None:
-    """The engine's Done, or None when the job was cancelled."""
+    """The engine's Done, or None when the job was cancelled. Settled hunks are
+    applied meanwhile (applyWhileStreaming)."""
     if not ls.engine.connected:
         progress.message("connecting to the engine (the first edit may start it and load the model)")
     client = await ls.engine.client(ls.config)
@@ -117,8 +121,10 @@ async def _generate(ls: Host, job: LspJob, progress: LspProgress) -> protocol.Do
         document=job.uri,
         method=ls.config.method,
         options=ls.config.decoding_options(),
+        region=job.region,
     )
-    stream = asyncio.ensure_future(_consume(client, request, job, progress))
+    live = LiveApply(ls, job, progress) if ls.config.apply_while_streaming else None
+    stream = asyncio.ensure_future(_consume(client, request, job, progress, live))
     cancelled = asyncio.ensure_future(job.cancelled.wait())
     try:
         await asyncio.wait({stream, cancelled}, return_when=asyncio.FIRST_COMPLETED)
@@ -131,6 +137,73 @@ async def _generate(ls: Host, job: LspJob, progress: LspProgress) -> protocol.Do
         cancelled.cancel()
         if not stream.done():
             stream.cancel()
+        if live is not None:
+            await live.close()
+
+
+class LiveApply:
+    """Applies the hunks the output has settled (edits.settled) while the engine
+    streams, one workspace/applyEdit at a time. It stops for good at a hunk that
+    removes a definition or collides with the user's typing: the end of the job
+    then asks or refuses as for a whole edit."""
+
+    def __init__(self, ls: Host, job: LspJob, progress: LspProgress):
+        self.ls, self.job, self.progress = ls, job, progress
+        self.changed = asyncio.Event()
+        self.stopped: str | None = None
+        self.settled = job.sent
+        self.task = asyncio.ensure_future(self._run())
+
+    def feed(self, text: str) -> None:
+        self.job.streamed += text
+        if "\n" in text:
+            self.changed.set()
+
+    async def close(self) -> None:
+        """Stop after the apply in flight, if any (its outcome is recorded)."""
+        self.stopped = self.stopped or "the stream ended"
+        self.changed.set()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while self.stopped is None:
+            await self.changed.wait()
+            self.changed.clear()
+            if self.stopped is None:
+                try:
+                    await self._apply_settled()
+                except Exception:  # boundary: a failed early apply leaves the end to apply it all
+                    log.exception("job %s: applying settled hunks failed", self.job.id)
+                    self.stopped = "an error (see the log)"
+
+    async def _apply_settled(self) -> None:
+        job = self.job
+        text, hunks = settled(job.sent, job.partial())
+        if not hunks or text == self.settled:
+            return
+        doc = self.ls.open_document(job.uri)
+        if doc is None or job.cancelled.is_set():
+            return
+        language = language_of(doc.language_id, doc.path)
+        if removed_definitions(job.sent, text, job.instruction, language):
+            self.stopped = "a hunk removes a definition"
+            log.info("job %s: streaming apply stops: %s", job.id, self.stopped)
+            return
+        current, version = doc.source, doc.version
+        try:
+            merged = rebase(job.ours, text, current)
+        except RebaseConflict:
+            self.stopped = "the user edited the same lines"
+            log.info("job %s: streaming apply stops: %s", job.id, self.stopped)
+            return
+        edits = text_edits(current, merged, self.ls.workspace.position_encoding)
+        params = types.ApplyWorkspaceEditParams(
+            edit=workspace_edit(self.ls, job.uri, version, edits), label=f"Blazedit: {job.instruction}")
+        response = await self.ls.workspace_apply_edit_async(params)
+        if response.applied:  # else the user typed meanwhile: the next output tries again
+            self.settled, job.ours, job.hunks_applied = text, text, hunks
+            self.ls.jobs.record_applied(job)
+            self.progress.message(f"{hunks} hunk{'s' if hunks != 1 else ''} applied")
 
 
 async def _cancel_engine_job(client: EngineClient, job: LspJob, stream: asyncio.Future) -> None:
@@ -147,7 +220,8 @@ async def _cancel_engine_job(client: EngineClient, job: LspJob, stream: asyncio.
         log.debug("engine job %s ended with an error after its cancel", job.id, exc_info=True)
 
 
-async def _consume(client: EngineClient, request: protocol.Edit, job: LspJob, progress: LspProgress) -> protocol.Done:
+async def _consume(client: EngineClient, request: protocol.Edit, job: LspJob, progress: LspProgress,
+                   live: LiveApply | None) -> protocol.Done:
     async for msg in client.edit(request):
         if isinstance(msg, protocol.Queued):
             progress.message(f"queued ({msg.position} ahead)")
@@ -158,6 +232,8 @@ async def _consume(client: EngineClient, request: protocol.Edit, job: LspJob, pr
                              else "generating")
         elif isinstance(msg, protocol.Progress):
             job.stats = msg.stats
+            if live is not None:
+                live.feed(msg.text)
             progress.report(msg.stats, msg.chars, msg.tokens_per_second)
         elif isinstance(msg, protocol.Done):
             job.stats = msg.stats
@@ -168,8 +244,8 @@ async def _consume(client: EngineClient, request: protocol.Edit, job: LspJob, pr
 
 
 async def _deliver(ls: Host, job: LspJob, done: protocol.Done) -> tuple[str, str]:
-    result = done.text  # in the file's line endings: the engine restores them (engine/prompts.py)
-    if result == job.sent:
+    result = job.output(done.text)  # in the file's line endings: the engine restores them (engine/prompts.py)
+    if result == job.sent and not job.hunks_applied:
         return "unchanged", "no changes"
     if (reason := guard(job.sent, result, done.finish_reason, job.instruction)) is not None:
         if not await _confirm(ls, job, reason):
@@ -238,24 +314,25 @@ async def _ask(ls: Host, job: LspJob, message: str, titles: list[str]) -> str | 
 
 
 async def _apply(ls: Host, job: LspJob, result: str) -> tuple[str, str]:
-    """Rebase on the current text, send one versioned edit, retry if the
-    user typed while the client was applying it."""
+    """Rebase on the current text (from what the AI last applied, ``job.ours``),
+    send one versioned edit, retry if the user typed while the client was applying it."""
     for _ in range(APPLY_ATTEMPTS):
         doc = ls.open_document(job.uri)
         if job.cancelled.is_set() or doc is None:
             return "cancelled", f"cancelled ({job.cancel_reason or 'the document was closed'})"
         current, version = doc.source, doc.version
         try:
-            merged = result if current == job.base else rebase(job.base, result, current)
+            merged = result if current == job.ours else rebase(job.ours, result, current)
         except RebaseConflict as e:
             message = f"not applied: you changed the lines it edits meanwhile ({e}); run it again"
             ls.tell(types.MessageType.Warning, f"Blazedit: {message}")
             return "refused", message
         edits = text_edits(current, merged, ls.workspace.position_encoding)
         if not edits:
-            return "unchanged", "no changes"
+            return ("applied", f"{job.hunks_applied} hunk(s) applied while streaming") if job.hunks_applied \
+                else ("unchanged", "no changes")
         params = types.ApplyWorkspaceEditParams(
-            edit=_workspace_edit(ls, job.uri, version, edits), label=f"Blazedit: {job.instruction}"
+            edit=workspace_edit(ls, job.uri, version, edits), label=f"Blazedit: {job.instruction}"
         )
         try:
             response = await ls.workspace_apply_edit_async(params)
@@ -263,7 +340,10 @@ async def _apply(ls: Host, job: LspJob, result: str) -> tuple[str, str]:
             ls.tell(types.MessageType.Error, f"Blazedit: the editor did not apply the edit: {e}")
             return "failed", f"the editor did not apply the edit: {e}"
         if response.applied:
-            return "applied", f"{len(edits)} edit{'s' if len(edits) != 1 else ''} applied"
+            job.ours = result
+            ls.jobs.record_applied(job)
+            early = f", after {job.hunks_applied} hunk(s) while streaming" if job.hunks_applied else ""
+            return "applied", f"{len(edits)} edit{'s' if len(edits) != 1 else ''} applied{early}"
         after = ls.open_document(job.uri)
         if after is None or after.version == version:
             reason = response.failure_reason or "no reason given"
@@ -273,7 +353,7 @@ async def _apply(ls: Host, job: LspJob, result: str) -> tuple[str, str]:
     return "refused", "not applied: the document kept changing"
 
 
-def _workspace_edit(ls: Host, uri: str, version: int | None, edits: list[types.TextEdit]) -> types.WorkspaceEdit:
+def workspace_edit(ls: Host, uri: str, version: int | None, edits: list[types.TextEdit]) -> types.WorkspaceEdit:
     """A versioned TextDocumentEdit, or plain `changes` for clients without
     documentChanges (checked against the version just before sending)."""
     caps = ls.client_capabilities.workspace

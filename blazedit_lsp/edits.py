@@ -216,3 +216,27 @@ def apply_text_edits(text: str, edits: Sequence[types.TextEdit], encoding: str |
         if start < end:
             raise ValueError("overlapping edits")
     return apply_splices(text, [Splice(s, e, t) for s, e, t in spans])
+
+
+SETTLE_LINES = 2
+"""Unchanged non-blank lines the output must have copied after a hunk before the
+hunk counts as settled: the model has moved past it and is copying the file again
+(one short line could still be a coincidental match, e.g. ``return x``)."""
+
+
+def settled(sent: str, partial: str) -> tuple[str, int]:
+    """``sent`` with the hunks a partial output has settled, and their count.
+
+    Only complete output lines count. The output is line-diffed against ``sent``;
+    everything up to the end of its last run of at least SETTLE_LINES unchanged
+    non-blank lines is settled: the text is the output up to there, then ``sent``
+    from the matching line on (not yet regenerated, so kept as it is)."""
+    a = split_lines(sent)
+    b = split_lines(partial[: partial.rfind("\n") + 1])
+    i_end = j_end = hunks = pending = 0
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if tag != "equal":
+            pending += 1
+        elif sum(1 for line in a[i1:i2] if line.strip()) >= SETTLE_LINES:
+            i_end, j_end, hunks, pending = i2, j2, hunks + pending, 0
+    return "".join(b[:j_end] + a[i_end:]), hunks

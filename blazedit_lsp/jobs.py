@@ -30,6 +30,8 @@ class LspJob:
     sent: str
     """What the engine edits: ``base`` without the instruction comment."""
     instruction: str
+    region: protocol.Region | None = None
+    """Edit only these lines of ``sent`` (a selection); None: the whole file."""
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     state: str = "running"
     """running → applied | unchanged | cancelled | refused | failed."""
@@ -39,6 +41,28 @@ class LspJob:
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
     stats: protocol.Stats | None = None
+    streamed: str = ""
+    """The engine's output so far (of the region, for a selection)."""
+    ours: str = ""
+    """The AI's side of the document as last applied, without the user's typing: ``base``
+    until a hunk lands. The document is always ``ours`` plus what the user typed, so the
+    next AI text is rebased from ``ours`` (edits.rebase)."""
+    hunks_applied: int = 0
+    """Hunks applied while streaming (applyWhileStreaming)."""
+
+    def __post_init__(self) -> None:
+        self.ours = self.ours or self.base
+
+    def partial(self) -> str:
+        """The file as far as the engine has streamed it (the region's output after the
+        text before the region; nothing after it yet)."""
+        return self.streamed if self.region is None else self.sent[: self.region.start] + self.streamed
+
+    def output(self, text: str) -> str:
+        """The whole file for an output of the engine (a region's output spliced in)."""
+        if self.region is None:
+            return text
+        return self.sent[: self.region.start] + text + self.sent[self.region.end :]
 
     @property
     def token(self) -> str:
@@ -61,11 +85,22 @@ def _key(uri: str) -> str:
     return unquote(uri)
 
 
+@dataclass(frozen=True)
+class AppliedEdit:
+    """The last AI edit of a document, for blazedit.undo: the text before it, and
+    the AI's text after it (the document then, less the user's typing)."""
+
+    before: str
+    after: str
+
+
 class JobRegistry:
-    """The running job of each document."""
+    """The running job of each document, and the last AI edit applied to each."""
 
     def __init__(self) -> None:
         self._jobs: dict[str, LspJob] = {}
+        self.applied: dict[str, AppliedEdit] = {}
+        """Keyed like the jobs (``_key``); use ``record_applied`` / ``last_applied``."""
 
     def add(self, job: LspJob) -> None:
         """Register ``job``; an older job of the same document is cancelled."""
@@ -92,3 +127,13 @@ class JobRegistry:
 
     def running(self) -> list[LspJob]:
         return list(self._jobs.values())
+
+    def record_applied(self, job: LspJob) -> None:
+        """``job`` has changed its document: it is now the edit blazedit.undo reverts."""
+        self.applied[_key(job.uri)] = AppliedEdit(job.base, job.ours)
+
+    def last_applied(self, uri: str) -> AppliedEdit | None:
+        return self.applied.get(_key(uri))
+
+    def forget_applied(self, uri: str) -> None:
+        self.applied.pop(_key(uri), None)

@@ -122,6 +122,11 @@ async def cancel(ls: BlazeditServer, *args: Any) -> dict[str, Any]:
     return await commands.cancel(ls, args)
 
 
+@server.command(actions.UNDO)
+async def undo(ls: BlazeditServer, *args: Any) -> dict[str, Any]:
+    return await commands.undo(ls, args)
+
+
 @server.command(actions.STATUS)
 async def status(ls: BlazeditServer, *args: Any) -> dict[str, Any]:
     return await commands.status(ls, args)

@@ -469,3 +469,116 @@ async def test_settings_pulled_when_the_client_sends_none(client: LanguageClient
     editor.open(URI, TEXT)
     titles = [a.title for a in await editor.code_actions(URI, 0)]
     assert titles == ["AI edit whole file: tidy", "AI edit whole file"]
+
+
+# ------------------------------------------------------------------ applied while streaming, undo, selections
+
+LONG = (
+    "import time\n\n\ndef fetch(url):\n    time.sleep(1)\n    return url\n\n\n"
+    "def parse(page):\n    lines = page.split()\n    return lines\n\n\n"
+    "def store(rows):\n    for row in rows:\n        print(row)\n\n\n"
+    "def main():\n    store(parse(fetch('x')))\n"
+)
+
+
+def first_hunk_settled(text: str) -> str:
+    """What the streamed half of swap(LONG) settles: fetch's hunk, parse copied after it."""
+    return text.replace("time.sleep(1)", "await asyncio.sleep(1)").replace("def fetch", "def get", 1)
+
+
+async def test_settled_hunks_land_while_streaming_and_undo_reverts_all(client: LanguageClient, fake: FakeEngine):
+    editor = editor_of(client)
+    editor.open(URI, LONG)
+    command, job = await held_job(editor, fake)
+    await editor.until(lambda: editor.applied)  # while the engine job still holds
+    assert not job.release.is_set() and editor.text(URI) == first_hunk_settled(LONG)
+    await editor.until(lambda: any(r.message == "1 hunk applied" for r in editor.progress(types.WorkDoneProgressReport)))
+    job.release.set()
+    result = await command
+    assert result["state"] == "applied" and editor.text(URI) == swap(LONG)
+    assert "while streaming" in editor.ends()[0]
+    typed = "# typed after\n" + swap(LONG)
+    editor.type(URI, typed)
+    assert (await editor.command("blazedit.undo", {"uri": URI}))["state"] == "undone"
+    assert editor.text(URI) == "# typed after\n" + LONG  # the whole AI edit reverted, the typing kept
+    assert (await editor.command("blazedit.undo", {"uri": URI}))["state"] == "rejected"  # nothing left to undo
+
+
+async def test_cancelled_after_early_hunks_keeps_them_and_says_so(client: LanguageClient, fake: FakeEngine):
+    editor = editor_of(client)
+    editor.open(URI, LONG)
+    command, job = await held_job(editor, fake)
+    await editor.until(lambda: editor.applied)
+    await editor.command("blazedit.cancel", {"uri": URI})
+    result = await command
+    assert result["state"] == "cancelled" and editor.text(URI) == first_hunk_settled(LONG)
+    assert any("applied while streaming stay" in m for m in editor.messages(types.MessageType.Warning))
+    await editor.command("blazedit.undo", {"uri": URI})
+    assert editor.text(URI) == LONG
+
+
+async def test_undo_refuses_where_typing_overlaps(client: LanguageClient, fake: FakeEngine):
+    editor = editor_of(client)
+    fake.respond = swap_words
+    editor.open(URI, LONG)
+    assert (await editor.edit(URI, RENAME))["state"] == "applied"
+    typed = swap(LONG).replace("await asyncio.sleep(1)", "await asyncio.sleep(5)")
+    editor.type(URI, typed)
+    assert (await editor.command("blazedit.undo", {"uri": URI}))["state"] == "rejected"
+    assert editor.text(URI) == typed
+
+
+async def test_apply_while_streaming_off_applies_once_at_the_end(client: LanguageClient, fake: FakeEngine):
+    editor = editor_of(client)
+    editor.configure({"applyWhileStreaming": False})
+    editor.open(URI, LONG)
+    command, job = await held_job(editor, fake)
+    await editor.barrier()
+    await editor.until(lambda: editor.progress(types.WorkDoneProgressReport))  # the half has streamed
+    assert editor.applied == []
+    job.release.set()
+    assert (await command)["state"] == "applied" and len(editor.applied) == 1 and editor.text(URI) == swap(LONG)
+
+
+async def test_a_streamed_hunk_that_drops_a_definition_waits_for_the_question(client: LanguageClient,
+                                                                               fake: FakeEngine):
+    editor = editor_of(client)
+    dropped = LONG.replace("def parse(page):\n    lines = page.split()\n    return lines\n\n\n", "")
+    fake.hold, fake.respond = True, lambda e: (dropped, "stop")
+    editor.open(URI, LONG)
+    command = asyncio.ensure_future(editor.edit(URI, "tidy up"))
+    job = await fake.next_job()
+    await editor.until(lambda: editor.progress(types.WorkDoneProgressReport))
+    await editor.barrier()
+    assert editor.applied == []  # the half drops parse(): nothing lands before the user is asked
+    editor.answer = "Cancel"
+    job.release.set()
+    assert (await command)["state"] == "refused" and editor.text(URI) == LONG and editor.questions
+
+
+async def test_edit_selection(client: LanguageClient, fake: FakeEngine):
+    editor = editor_of(client)
+    fake.respond = lambda e: (e.text[e.region.start:e.region.end].upper(), "stop")
+    editor.open(URI, LONG.replace("def parse", "# AI: shout\ndef parse"))  # the comment on line 8
+    selection = types.Range(start=types.Position(line=9, character=4), end=types.Position(line=12, character=0))
+    actions = await client.text_document_code_action_async(types.CodeActionParams(
+        text_document=types.TextDocumentIdentifier(uri=URI), range=selection,
+        context=types.CodeActionContext(diagnostics=[])))
+    assert actions[0].title == "AI edit selection: shout" and actions[0].is_preferred
+    assert any(a.title == "AI edit whole file: shout" for a in actions)
+    command = actions[0].command
+    result = await client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command=command.command, arguments=command.arguments))
+    sent = fake.jobs[0].edit
+    assert sent.text == LONG and sent.text[sent.region.start:sent.region.end] == "def parse(page):\n    lines = page.split()\n    return lines\n"
+    assert result["state"] == "applied" and len(editor.applied) == 1  # nothing settles inside the region early
+    assert editor.text(URI) == LONG.replace("def parse(page):\n    lines = page.split()\n    return lines\n",
+                                            "DEF PARSE(PAGE):\n    LINES = PAGE.SPLIT()\n    RETURN LINES\n")
+
+
+async def test_an_empty_selection_is_refused(client: LanguageClient, fake: FakeEngine):
+    editor = editor_of(client)
+    editor.open(URI, LONG)
+    here = {"line": 3, "character": 2}
+    result = await editor.edit(URI, "shout", range={"start": here, "end": here})
+    assert result["state"] == "rejected" and fake.jobs == []

@@ -116,13 +116,14 @@ vim.cmd('qa!')
 """
 
 
-def run_nvim(tmp_path: Path, scenario: str, timeout: float = 280, **params) -> dict:
-    """Run one scenario in a fresh `nvim --headless -u NONE`; return its results (R)."""
+def run_nvim(tmp_path: Path, scenario: str, timeout: float = 280, env: dict | None = None, **params) -> dict:
+    """Run one scenario in a fresh `nvim --headless -u NONE` (`env` added to its
+    environment); return its results (R)."""
     script = tmp_path / "scenario.lua"
     script.write_text(PRELUDE.replace("SCENARIO", scenario))
     out = tmp_path / "results.json"
     params = {"out": str(out), "plugin": str(PLUGIN), "attach_ms": ATTACH_MS, "edit_ms": EDIT_MS, **params}
-    env = {**os.environ, "BLAZEDIT_TEST": json.dumps(params), "XDG_STATE_HOME": str(tmp_path / "state")}
+    env = {**os.environ, "BLAZEDIT_TEST": json.dumps(params), "XDG_STATE_HOME": str(tmp_path / "state"), **(env or {})}
     proc = subprocess.run(
         [NVIM, "--headless", "-u", "NONE", "-i", "NONE", "-n", "-c", f"luafile {script}"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
@@ -172,6 +173,18 @@ def test_unknown_server_setting_is_a_warning_naming_it(tmp_path: Path) -> None:
 def test_default_filetypes_are_the_documented_languages(tmp_path: Path) -> None:
     r = run_nvim(tmp_path, "R.filetypes = require('blazedit').default_filetypes")
     assert r["filetypes"] == doc_filetypes()
+
+
+@pytest.mark.skipif(_nvim_version(NVIM) < (0, 11), reason="lsp/*.lua configs need Neovim 0.11+")
+def test_lsp_config_file_is_data_with_the_documented_languages(tmp_path: Path) -> None:
+    r = run_nvim(tmp_path, r"""
+      R.files = vim.api.nvim_get_runtime_file('lsp/blazedit.lua', true)
+      R.config = dofile(R.files[1])
+      R.resolved = vim.lsp.config.blazedit
+    """)
+    assert r["files"] == [str(PLUGIN / "lsp" / "blazedit.lua")]
+    assert r["config"] == {"cmd": ["blazedit-lsp"], "filetypes": doc_filetypes(), "root_markers": [".git"]}
+    assert r["resolved"]["filetypes"] == doc_filetypes()
 
 
 def test_server_keys_match_the_servers_configuration(tmp_path: Path) -> None:
@@ -329,3 +342,44 @@ def test_neovim_010_fallback_with_vim_lsp_start(tmp_path: Path) -> None:
     """, cmd=[SERVER], settings=TINY, file=str(tmp_path / "a.py"))
     assert r["attached"] and r["answered"]
     assert r["status"]["engine"] == "embedded"
+
+
+@needs_server
+@pytest.mark.skipif(_nvim_version(NVIM) < (0, 11), reason="vim.lsp.enable needs Neovim 0.11+")
+def test_vim_lsp_enable_alone_edits_through_a_code_action(tmp_path: Path) -> None:
+    """No setup(), no settings: the runtimepath, `vim.lsp.enable("blazedit")`, blazedit-lsp
+    on PATH, and an engine on the default socket (engine "auto": the scripted one)."""
+    from editor_engine import SOURCE, add_hints, serve_fake_engine
+
+    path = tmp_path / "inventory.py"
+    path.write_text(SOURCE)
+    with serve_fake_engine() as (fake, runtime):
+        r = run_nvim(tmp_path, r"""
+          vim.lsp.enable('blazedit')
+          R.attached = attach(P.file)
+          if not R.attached then error('blazedit-lsp did not attach within ' .. P.attach_ms .. ' ms') end
+          R.setup_called = require('blazedit').get_config() ~= nil
+          R.original = lines()
+          vim.api.nvim_win_set_cursor(0, { 3, 0 })  -- on the instruction comment
+          local titles = {}
+          vim.lsp.buf.code_action({
+            apply = true,
+            filter = function(action)
+              table.insert(titles, action.title)
+              return action.title == 'AI edit whole file: add type hints'
+            end,
+          })
+          R.edit_ended = vim.wait(P.edit_ms, function() return begun(0) ~= nil and ended(begun(0)) end, 20)
+          vim.wait(5000, function() return not vim.deep_equal(lines(), R.original) end, 20)
+          R.titles = titles
+          R.after_edit = lines()
+        """, env={"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "XDG_RUNTIME_DIR": str(runtime)},
+            file=str(path))
+        (job,) = fake.jobs
+    assert not r["setup_called"]
+    assert "AI edit whole file: add type hints" in r["titles"], r["titles"]
+    assert r["edit_ended"], r["progress"]
+    assert job.edit.instruction == "add type hints"
+    expected = add_hints(job.edit)[0]
+    assert "# AI:" not in expected and "def total(stock: dict[str, int]) -> int:" in expected
+    assert buffer_text(r["after_edit"]) == expected.removesuffix("\n")

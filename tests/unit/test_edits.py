@@ -183,3 +183,36 @@ def test_property_rebase_identity(p, q):
     base, ours = p
     assert rebase(base, ours, base) == ours  # nothing typed: our result
     assert rebase(base, base, ours) == ours  # nothing from us: their text
+
+
+# ------------------------------------------------------------------ settled hunks
+
+from blazedit_lsp.edits import settled  # noqa: E402
+
+SENT = "import os\n\ndef a():\n    return 1\n\ndef b():\n    return 2\n\ndef c():\n    return 3\n"
+
+
+def test_a_hunk_settles_once_the_output_copies_two_lines_after_it():
+    head = "import os\n\ndef a():\n    return 10\n"
+    assert settled(SENT, head) == (SENT, 0)  # nothing copied after the change yet
+    assert settled(SENT, head + "\ndef b():\n") == (SENT, 0)  # one non-blank line is not enough
+    text, hunks = settled(SENT, head + "\ndef b():\n    return 2\n")
+    assert hunks == 1 and text == SENT.replace("return 1", "return 10")
+
+
+def test_only_complete_lines_count():
+    assert settled(SENT, "import os\n\ndef a():\n    return 10\n\ndef b():\n    return") == (SENT, 0)
+
+
+def test_a_dropped_definition_shows_in_the_settled_text():
+    text, hunks = settled(SENT, "import os\n\ndef b():\n    return 2\n\ndef c():\n")
+    assert hunks == 1 and "def a" not in text and text.endswith("def c():\n    return 3\n")
+
+
+def test_the_rest_of_the_file_is_kept_as_it_was():
+    text, _ = settled(SENT.replace("\n", "\r\n"), "import os\r\n\r\ndef a():\r\n    return 10\r\n\r\ndef b():\r\n    return 2\r\n")
+    assert text == SENT.replace("return 1", "return 10").replace("\n", "\r\n")
+
+
+def test_a_copy_of_the_whole_file_settles_nothing():
+    assert settled(SENT, SENT) == (SENT, 0)

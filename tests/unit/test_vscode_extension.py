@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import zipfile
@@ -58,6 +59,72 @@ def test_settings_are_the_servers_configuration_keys() -> None:
     client_side = {k for k in keys if k.startswith(("server.", "trace."))}
     assert client_side == {"server.path", "server.args", "trace.server"}
     assert keys - client_side == {f.encode_name for f in msgspec.structs.fields(config.Config)}
+
+
+def _server_settings() -> dict[str, tuple[object, object]]:
+    """`blazedit.<key>` setting -> (msgspec type info, default) of the server's Config field."""
+    config = pytest.importorskip("blazedit_lsp.config")
+    import msgspec.inspect
+
+    return {f"blazedit.{f.encode_name}": (f.type, f.default) for f in msgspec.inspect.type_info(config.Config).fields}
+
+
+def _lsp_md_rows() -> dict[str, str]:
+    """The Configuration table of docs/lsp.md: key -> the rest of its row."""
+    text = (EXTENSION.parents[1] / "docs" / "lsp.md").read_text()
+    section = text.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    return {m[1]: m[2] for m in re.finditer(r"^\| `(\w+)` \|(.*)$", section, re.M)}
+
+
+def test_settings_types_enums_defaults_and_minimums_match_the_server() -> None:
+    """What VS Code's settings editor offers is what the server accepts: the type, an enum
+    of exactly the server's values, the server's default (or null/empty for "the server's
+    default"), and the server's lower bound."""
+    import msgspec.inspect as mi
+
+    properties = json.loads((EXTENSION / "package.json").read_text())["contributes"]["configuration"]["properties"]
+    for name, (info, default) in _server_settings().items():
+        prop = properties[name]
+        optional = isinstance(info, mi.UnionType)
+        if optional:
+            (info,) = [t for t in info.types if not isinstance(t, mi.NoneType)]
+        if isinstance(info, mi.LiteralType):
+            assert prop["type"] == "string" and sorted(prop["enum"]) == sorted(info.values), name
+            assert prop["default"] == default, name
+            assert len(prop.get("enumDescriptions", [])) == len(prop["enum"]) and all(prop["enumDescriptions"]), name
+        elif isinstance(info, mi.StrType):
+            assert prop["type"] == "string" and "enum" not in prop, name
+            assert prop["default"] == ("" if default is None else default), name  # "": unset, the server's default
+        elif isinstance(info, mi.BoolType):
+            assert prop["type"] == "boolean" and prop["default"] == default, name
+        elif isinstance(info, mi.IntType):
+            assert prop["type"] in ("integer", ["integer", "null"]), name
+            assert prop["default"] in (default, None), name  # null: the server's default
+            assert prop["minimum"] == info.ge, name
+        elif isinstance(info, mi.ListType):
+            assert prop["type"] == "array" and prop["items"] == {"type": "string"}, name
+            assert prop["default"] == [], name  # empty: the server's presets
+        else:
+            pytest.fail(f"{name}: no check for {info}")
+
+
+def test_settings_descriptions_agree_with_docs_lsp_md() -> None:
+    """Every server setting is described in package.json and in docs/lsp.md, and docs/lsp.md
+    names each value of an enum (package.json describes each: the test above)."""
+    import msgspec.inspect as mi
+
+    properties = json.loads((EXTENSION / "package.json").read_text())["contributes"]["configuration"]["properties"]
+    rows = _lsp_md_rows()
+    settings = _server_settings()
+    assert set(rows) == {name.removeprefix("blazedit.") for name in settings}
+    for name, (info, _) in settings.items():
+        prop = properties[name]
+        description = prop.get("markdownDescription") or prop.get("description") or ""
+        assert len(description) > 20, f"{name} has no description"
+        if isinstance(info, mi.LiteralType):
+            row = rows[name.removeprefix("blazedit.")]
+            for value in info.values:
+                assert f'"{value}"' in row, f"docs/lsp.md does not name {value!r} for {name}"
 
 
 @needs_npm

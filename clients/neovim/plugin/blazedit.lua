@@ -27,6 +27,10 @@ vim.api.nvim_create_user_command('BlazeditCancel', function(opts)
   require('blazedit').cancel({ all = opts.bang })
 end, { bang = true, desc = "Blazedit: cancel this buffer's edit (! cancels all)" })
 
+vim.api.nvim_create_user_command('BlazeditUndo', function()
+  require('blazedit').undo()
+end, { desc = "Blazedit: revert this buffer's last AI edit (keeps later typing)" })
+
 vim.api.nvim_create_user_command('BlazeditStatus', function()
   require('blazedit').status()
 end, { desc = 'Blazedit: show the engine status' })

@@ -72,6 +72,14 @@ async function cancelEdit(options?: { all?: boolean }): Promise<void> {
   await execute('blazedit.cancel', cancelArguments(uri));
 }
 
+async function undoEdit(): Promise<void> {
+  const document = vscode.window.activeTextEditor?.document;
+  if (!document || !client) {
+    return;
+  }
+  await execute('blazedit.undo', [{ uri: client.code2ProtocolConverter.asUri(document.uri) }]);
+}
+
 async function showStatus(): Promise<void> {
   const status = await execute('blazedit.status');
   client?.outputChannel.appendLine(`blazedit.status: ${JSON.stringify(status, null, 2)}`);
@@ -148,6 +156,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     statusItem,
     vscode.commands.registerCommand('blazedit.aiEditFile', guarded(aiEditFile)),
     vscode.commands.registerCommand('blazedit.cancelEdit', guarded(cancelEdit)),
+    vscode.commands.registerCommand('blazedit.undoEdit', guarded(undoEdit)),
     vscode.commands.registerCommand('blazedit.showStatus', guarded(showStatus)),
     vscode.commands.registerCommand('blazedit.restartServer', guarded(restartServer)),
     vscode.workspace.onDidChangeConfiguration((e) => {

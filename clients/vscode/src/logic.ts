@@ -14,6 +14,7 @@ export interface ServerSettings {
   maxFileBytes?: number;
   progressIntervalMs?: number;
   commandTimeoutMs?: number;
+  applyWhileStreaming?: boolean;
   guardRemovals?: GuardRemovals;
   maxNewTokens?: number;
   maxNgram?: number;
@@ -30,7 +31,7 @@ export type Method = (typeof METHODS)[number];
 export const GUARD_REMOVALS = ['ask', 'keep', 'allow'] as const;
 export type GuardRemovals = (typeof GUARD_REMOVALS)[number];
 
-type Kind = 'string' | 'method' | 'guardRemovals' | 'strings' | 'positiveInt' | 'nonNegativeInt';
+type Kind = 'string' | 'boolean' | 'method' | 'guardRemovals' | 'strings' | 'positiveInt' | 'nonNegativeInt';
 
 /** Server key -> how its value is checked. VS Code setting `blazedit.<key>` maps to server key `<key>`. */
 export const SERVER_KEYS: Readonly<Record<keyof ServerSettings, Kind>> = {
@@ -46,6 +47,7 @@ export const SERVER_KEYS: Readonly<Record<keyof ServerSettings, Kind>> = {
   maxFileBytes: 'positiveInt',
   progressIntervalMs: 'nonNegativeInt',
   commandTimeoutMs: 'nonNegativeInt',
+  applyWhileStreaming: 'boolean',
   guardRemovals: 'guardRemovals',
   maxNewTokens: 'positiveInt',
   maxNgram: 'positiveInt',
@@ -74,6 +76,8 @@ function check(kind: Kind, value: unknown): Checked {
   switch (kind) {
     case 'string':
       return typeof value === 'string' ? { ok: true, value } : { ok: false, why: 'expected a string' };
+    case 'boolean':
+      return typeof value === 'boolean' ? { ok: true, value } : { ok: false, why: 'expected true or false' };
     case 'method':
       return oneOf(METHODS, value);
     case 'guardRemovals':

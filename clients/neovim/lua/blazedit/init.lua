@@ -10,24 +10,7 @@ local NAME = 'blazedit'
 local INFO, WARN, ERROR = vim.log.levels.INFO, vim.log.levels.WARN, vim.log.levels.ERROR
 
 --- The languages Blazedit attaches to by default (one list for all editors: docs/editors.md).
-M.default_filetypes = {
-  'python',
-  'rust',
-  'go',
-  'javascript',
-  'javascriptreact',
-  'typescript',
-  'typescriptreact',
-  'c',
-  'cpp',
-  'css',
-  'json',
-  'yaml',
-  'markdown',
-  'sh',
-  'bash',
-  'zsh',
-}
+M.default_filetypes = require('blazedit.filetypes')
 
 --- Options of setup(); any other key is an error.
 local defaults = {
@@ -57,6 +40,7 @@ M.server_keys = {
   'maxFileBytes',
   'progressIntervalMs',
   'commandTimeoutMs',
+  'applyWhileStreaming',
   'guardRemovals',
   'maxNewTokens',
   'maxNgram',
@@ -356,6 +340,18 @@ function M.cancel(opts)
   local client = attached_client(bufnr, false)
   if client then
     exec(client, bufnr, 'blazedit.cancel', { { uri = vim.uri_from_bufnr(bufnr) } })
+  end
+end
+
+--- Reverts the last AI edit of the current buffer (hunks applied while streaming included),
+--- keeping what was typed since; the server refuses where that typing touches the edited lines.
+---@param opts? {bufnr?: integer}
+function M.undo(opts)
+  opts = opts or {}
+  local bufnr = (opts.bufnr == nil or opts.bufnr == 0) and vim.api.nvim_get_current_buf() or opts.bufnr
+  local client = attached_client(bufnr, false)
+  if client then
+    exec(client, bufnr, 'blazedit.undo', { { uri = vim.uri_from_bufnr(bufnr) } })
   end
 end
 

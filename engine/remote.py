@@ -108,6 +108,11 @@ class RemoteEngineClient:
             self._jobs.pop(edit.job_id, None)
             await job.stop()
 
+    async def warm(self, text: str, *, path: str = "", language: str | None = None,
+                   document: str | None = None) -> None:
+        """Nothing: the OpenAI API has no way to prefill a prompt without generating, and
+        such servers keep their own prefix caches (vLLM's, SGLang's), filled by the edits."""
+
     async def cancel(self, job_id: str) -> None:
         """Close a job's stream (vLLM and SGLang then abort the request); it ends with Done(cancelled)."""
         if (job := self._jobs.get(job_id)) is not None:

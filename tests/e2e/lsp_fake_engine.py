@@ -44,6 +44,9 @@ class FakeEngine:
         """(code, message): answer every job with this Error instead."""
         self.jobs: list[FakeJob] = []
         self.new_job = asyncio.Event()
+        self.warms: list[protocol.Warm] = []
+        """Every Warm received, in order (a Warm has no reply)."""
+        self.new_warm = asyncio.Event()
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task] = set()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -78,6 +81,15 @@ class FakeEngine:
         await asyncio.wait_for(job.started.wait(), timeout)
         return job
 
+    async def next_warm(self, timeout: float = 30) -> protocol.Warm:
+        """The first Warm not yet returned by next_warm."""
+        seen = getattr(self, "_warms_seen", 0)
+        while len(self.warms) <= seen:
+            self.new_warm.clear()
+            await asyncio.wait_for(self.new_warm.wait(), timeout)
+        self._warms_seen = seen + 1
+        return self.warms[seen]
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
         jobs: dict[str, FakeJob] = {}
@@ -96,6 +108,9 @@ class FakeEngine:
                     task = asyncio.ensure_future(self._run(job, writer))
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
+                elif isinstance(msg, protocol.Warm):
+                    self.warms.append(msg)
+                    self.new_warm.set()
                 elif isinstance(msg, protocol.Cancel):
                     if msg.job_id in jobs:
                         jobs[msg.job_id].cancelled.set()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -157,6 +158,36 @@ async def bad_model(lsp_client: LanguageClient):
     await start(lsp_client, "neovim", settings(engine="embedded", model="no-such-model"))
     yield
     await lsp_client.shutdown_session()
+
+
+@pytest_lsp.fixture(config=config)
+async def short_jobs(lsp_client: LanguageClient):
+    await start(lsp_client, "visual_studio_code", settings(maxNewTokens=20))
+    yield
+    await lsp_client.shutdown_session()
+
+
+async def daemon_status(editor: Editor) -> dict:
+    return (await editor.command("blazedit.status"))["daemon"]
+
+
+async def test_an_opened_document_is_warmed_and_its_edit_starts_cached(short_jobs: LanguageClient):
+    editor = editor_of(short_jobs)
+    editor.answer = "Apply"
+    before = (await daemon_status(editor))["warms_done"]
+    text = "".join(f"opened_{i} = {i} * {i}  # warm me\n" for i in range(30))  # in no cache yet
+    editor.open(URI, "# AI: rename opened to seen\n" + text)
+    deadline = asyncio.get_running_loop().time() + 180
+    while (status := await daemon_status(editor))["warms_done"] <= before or status["warming"] is not None:
+        assert asyncio.get_running_loop().time() < deadline, status
+        await asyncio.sleep(0.05)  # polling interval of a bounded wait
+    assert (await editor.edit(URI))["state"] in ("applied", "unchanged", "refused")
+    generating = [r.message for r in editor.progress(types.WorkDoneProgressReport)
+                  if r.message and r.message.startswith("generating (")]
+    prompt, cached = (int(n) for n in re.match(r"generating \((\d+) prompt tokens, (\d+) cached\)",
+                                               generating[0]).groups())
+    assert cached > len(text.encode()) and cached < prompt  # system message and file; not the instruction
+    assert not editor.messages(types.MessageType.Error)
 
 
 async def test_model_that_fails_to_load_is_reported_with_the_log(bad_model: LanguageClient):

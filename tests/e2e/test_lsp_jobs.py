@@ -113,10 +113,27 @@ async def misconfigured(lsp_client: LanguageClient):
         yield
 
 
+WARM_DELAY_MS = 200
+"""A pause the tests' bursts of typing fit in many times over."""
+
+
+@pytest_lsp.fixture(config=config)
+async def quick_warm(lsp_client: LanguageClient):
+    async for _ in session(lsp_client, "visual_studio_code", warmDelayMs=WARM_DELAY_MS):
+        yield
+
+
+@pytest_lsp.fixture(config=config)
+async def cold(lsp_client: LanguageClient):
+    async for _ in session(lsp_client, "visual_studio_code", warm="off", warmDelayMs=0):
+        yield
+
+
 @pytest.fixture
 def fake(request) -> FakeEngine:
     """The engine double of the test's client fixture."""
-    for name in ("any_client", "client", "no_progress_client", "cannot_ask_client", "misconfigured"):
+    for name in ("any_client", "client", "no_progress_client", "cannot_ask_client", "misconfigured", "quick_warm",
+                 "cold"):
         if name in request.fixturenames:
             return request.getfixturevalue(name).editor.fake
     raise LookupError("no client fixture")
@@ -582,3 +599,56 @@ async def test_an_empty_selection_is_refused(client: LanguageClient, fake: FakeE
     here = {"line": 3, "character": 2}
     result = await editor.edit(URI, "shout", range={"start": here, "end": here})
     assert result["state"] == "rejected" and fake.jobs == []
+
+
+# ------------------------------------------------------------------ warming
+
+
+async def test_opening_a_document_warms_what_its_edit_will_send(client: LanguageClient, fake: FakeEngine):
+    editor = editor_of(client)
+    editor.open(URI, f"# AI: {RENAME}\n" + TEXT)
+    warm = await fake.next_warm()
+    assert (warm.text, warm.path, warm.language, warm.document) == (TEXT, "/work/demo.py", "python", URI)
+    fake.respond = swap_words
+    assert (await editor.edit(URI))["state"] == "applied"
+    assert fake.jobs[0].edit.text == warm.text  # exactly the text the edit sent
+    assert fake.warms == [warm]  # the edit's own change is warmed only after warmDelayMs (1.5 s)
+
+
+async def test_typing_warms_once_after_the_pause(quick_warm: LanguageClient, fake: FakeEngine):
+    editor = editor_of(quick_warm)
+    editor.open(URI, TEXT)
+    await fake.next_warm()
+    typed = [TEXT + "#" * n + "\n" for n in range(1, 6)]
+    for text in typed:  # a burst, well inside the pause
+        editor.type(URI, text)
+    warm = await fake.next_warm()
+    assert warm.text == typed[-1]
+    fake.respond = lambda e: (e.text, "stop")
+    assert (await editor.edit(URI, RENAME))["state"] == "unchanged"  # its Edit comes after any other Warm
+    assert len(fake.warms) == 2 and len(fake.jobs) == 1
+
+
+async def test_warm_off_sends_none(cold: LanguageClient, fake: FakeEngine):
+    editor = editor_of(cold)
+    editor.open(URI, TEXT)
+    editor.type(URI, TEXT + "# typed\n")
+    fake.respond = swap_words
+    assert (await editor.edit(URI, RENAME))["state"] == "applied"  # a Warm would have come before its Edit
+    assert fake.warms == [] and len(fake.jobs) == 1
+
+
+async def test_an_unreachable_engine_is_not_an_error_when_warming(quick_warm: LanguageClient, fake: FakeEngine):
+    editor = editor_of(quick_warm)
+    await fake.stop()
+    editor.open(URI, TEXT)
+    editor.type(URI, TEXT + "# typed\n")
+    status = await editor.command("blazedit.status")  # after the warm's try: both need the engine link
+    assert "error" in status
+    await editor.until(lambda: editor.messages(types.MessageType.Info))
+    assert editor.messages(types.MessageType.Error) == [] and editor.messages(types.MessageType.Warning) == []
+    await fake.start()
+    fake.respond = swap_words
+    assert (await editor.edit(URI, RENAME))["state"] == "applied"
+    warm = await fake.next_warm()  # warming goes on once an edit has reached the engine
+    assert warm.text == swap(TEXT + "# typed\n") and fake.warms == [warm]

@@ -16,6 +16,8 @@ export interface ServerSettings {
   commandTimeoutMs?: number;
   applyWhileStreaming?: boolean;
   guardRemovals?: GuardRemovals;
+  warm?: Warm;
+  warmDelayMs?: number;
   maxNewTokens?: number;
   maxNgram?: number;
   numTokens?: number;
@@ -31,7 +33,10 @@ export type Method = (typeof METHODS)[number];
 export const GUARD_REMOVALS = ['ask', 'keep', 'allow'] as const;
 export type GuardRemovals = (typeof GUARD_REMOVALS)[number];
 
-type Kind = 'string' | 'boolean' | 'method' | 'guardRemovals' | 'strings' | 'positiveInt' | 'nonNegativeInt';
+export const WARM = ['onOpen', 'off'] as const;
+export type Warm = (typeof WARM)[number];
+
+type Kind = 'string' | 'boolean' | 'method' | 'guardRemovals' | 'warm' | 'strings' | 'positiveInt' | 'nonNegativeInt';
 
 /** Server key -> how its value is checked. VS Code setting `blazedit.<key>` maps to server key `<key>`. */
 export const SERVER_KEYS: Readonly<Record<keyof ServerSettings, Kind>> = {
@@ -49,6 +54,8 @@ export const SERVER_KEYS: Readonly<Record<keyof ServerSettings, Kind>> = {
   commandTimeoutMs: 'nonNegativeInt',
   applyWhileStreaming: 'boolean',
   guardRemovals: 'guardRemovals',
+  warm: 'warm',
+  warmDelayMs: 'nonNegativeInt',
   maxNewTokens: 'positiveInt',
   maxNgram: 'positiveInt',
   numTokens: 'positiveInt',
@@ -82,6 +89,8 @@ function check(kind: Kind, value: unknown): Checked {
       return oneOf(METHODS, value);
     case 'guardRemovals':
       return oneOf(GUARD_REMOVALS, value);
+    case 'warm':
+      return oneOf(WARM, value);
     case 'strings':
       return Array.isArray(value) && value.every((v) => typeof v === 'string')
         ? { ok: true, value: value.map((v: string) => v.trim()).filter((v: string) => v !== '') }

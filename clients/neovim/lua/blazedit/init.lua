@@ -42,6 +42,8 @@ M.server_keys = {
   'commandTimeoutMs',
   'applyWhileStreaming',
   'guardRemovals',
+  'warm',
+  'warmDelayMs',
   'maxNewTokens',
   'maxNgram',
   'numTokens',

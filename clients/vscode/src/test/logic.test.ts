@@ -40,6 +40,7 @@ test('only explicitly set, valid settings reach the server', () => {
       maxFileBytes: 200000,
       progressIntervalMs: 0,
       guardRemovals: 'keep',
+      warm: 'off',
     }),
   );
   assert.deepEqual(settings, {
@@ -50,6 +51,7 @@ test('only explicitly set, valid settings reach the server', () => {
     maxFileBytes: 200000,
     progressIntervalMs: 0,
     guardRemovals: 'keep',
+    warm: 'off',
   });
   assert.deepEqual(problems, []);
   assert.deepEqual(serverSettings(fromMap({})), { settings: {}, problems: [] });
@@ -64,14 +66,16 @@ test('invalid values are dropped with a message naming the setting', () => {
       presets: 'Add docs',
       engine: 3,
       guardRemovals: 'never',
+      warm: 'always',
     }),
   );
   assert.deepEqual(settings, {});
-  assert.equal(problems.length, 6);
+  assert.equal(problems.length, 7);
   assert.match(problems.join('\n'), /blazedit\.method: expected one of regular, pld, assisted, blazedit/);
   assert.match(problems.join('\n'), /blazedit\.maxFileBytes: expected a positive integer/);
   assert.match(problems.join('\n'), /blazedit\.presets: expected a list of strings/);
   assert.match(problems.join('\n'), /blazedit\.guardRemovals: expected one of ask, keep, allow/);
+  assert.match(problems.join('\n'), /blazedit\.warm: expected one of onOpen, off/);
 });
 
 test('every server key is contributed as a blazedit.* setting, and nothing else but server.* and trace.*', () => {

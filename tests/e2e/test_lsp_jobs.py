@@ -113,7 +113,7 @@ async def misconfigured(lsp_client: LanguageClient):
         yield
 
 
-WARM_DELAY_MS = 200
+WARM_DELAY_MS = 1000
 """A pause the tests' bursts of typing fit in many times over."""
 
 

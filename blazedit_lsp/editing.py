@@ -197,10 +197,11 @@ class LiveApply:
             log.info("job %s: streaming apply stops: %s", job.id, self.stopped)
             return
         edits = text_edits(current, merged, self.ls.workspace.position_encoding)
-        params = types.ApplyWorkspaceEditParams(
-            edit=workspace_edit(self.ls, job.uri, version, edits), label=f"Blazedit: {job.instruction}")
-        response = await self.ls.workspace_apply_edit_async(params)
-        if response.applied:  # else the user typed meanwhile: the next output tries again
+        if edits:
+            params = types.ApplyWorkspaceEditParams(
+                edit=workspace_edit(self.ls, job.uri, version, edits), label=f"Blazedit: {job.instruction}")
+            response = await self.ls.workspace_apply_edit_async(params)
+        if not edits or response.applied:  # else the user typed meanwhile: the next output tries again
             self.settled, job.ours, job.hunks_applied = text, text, hunks
             self.ls.jobs.record_applied(job)
             self.progress.message(f"{hunks} hunk{'s' if hunks != 1 else ''} applied")

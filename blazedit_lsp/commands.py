@@ -17,7 +17,7 @@ from pygls.exceptions import JsonRpcInvalidParams
 from engine import protocol
 
 from . import actions, editing
-from .edits import RebaseConflict, rebase, split_lines, text_edits
+from .edits import RebaseConflict, line_starts, rebase, split_lines, text_edits
 from .engine_link import UNREACHABLE
 from .host import Host
 from .jobs import LspJob
@@ -112,9 +112,7 @@ def _region(resolved: actions.Resolved, first: int, last: int) -> protocol.Regio
     first, end = resolved.sent_line(first), resolved.sent_line(last + 1)
     if first > len(lines) or end > len(lines) + 1:
         return None
-    starts = [0]
-    for line in lines:
-        starts.append(starts[-1] + len(line))
+    starts = line_starts(lines)
     return protocol.Region(start=starts[first], end=starts[min(end, len(lines))])
 
 
@@ -154,9 +152,7 @@ async def undo(ls: Host, args: tuple[Any, ...]) -> dict[str, Any]:
         return _reject(ls, f"cannot undo: you changed the lines the AI edit changed ({e}); use the editor's undo")
     edits = text_edits(doc.source, reverted, ls.workspace.position_encoding)
     if edits:
-        params = types.ApplyWorkspaceEditParams(edit=editing.workspace_edit(ls, doc.uri, doc.version, edits),
-                                                label="Blazedit: undo the AI edit")
-        response = await ls.workspace_apply_edit_async(params)
+        response = await editing.send_edits(ls, doc.uri, doc.version, edits, "Blazedit: undo the AI edit")
         if not response.applied:
             return _reject(ls, f"the editor did not apply the undo: {response.failure_reason or 'no reason given'}")
     ls.jobs.forget_applied(a.uri)

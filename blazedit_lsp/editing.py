@@ -151,7 +151,6 @@ class LiveApply:
         self.ls, self.job, self.progress = ls, job, progress
         self.changed = asyncio.Event()
         self.stopped: str | None = None
-        self.settled = job.sent
         self.task = asyncio.ensure_future(self._run())
 
     def feed(self, text: str) -> None:
@@ -179,7 +178,7 @@ class LiveApply:
     async def _apply_settled(self) -> None:
         job = self.job
         text, hunks = settled(job.sent, job.partial())
-        if not hunks or text == self.settled:
+        if not hunks or text == job.ours:
             return
         doc = self.ls.open_document(job.uri)
         if doc is None or job.cancelled.is_set():
@@ -197,12 +196,8 @@ class LiveApply:
             log.info("job %s: streaming apply stops: %s", job.id, self.stopped)
             return
         edits = text_edits(current, merged, self.ls.workspace.position_encoding)
-        if edits:
-            params = types.ApplyWorkspaceEditParams(
-                edit=workspace_edit(self.ls, job.uri, version, edits), label=f"Blazedit: {job.instruction}")
-            response = await self.ls.workspace_apply_edit_async(params)
-        if not edits or response.applied:  # else the user typed meanwhile: the next output tries again
-            self.settled, job.ours, job.hunks_applied = text, text, hunks
+        if not edits or (await send_edits(self.ls, job.uri, version, edits, f"Blazedit: {job.instruction}")).applied:
+            job.ours, job.hunks_applied = text, hunks  # else the user typed meanwhile: the next output tries again
             self.ls.jobs.record_applied(job)
             self.progress.message(f"{hunks} hunk{'s' if hunks != 1 else ''} applied")
 
@@ -332,11 +327,8 @@ async def _apply(ls: Host, job: LspJob, result: str) -> tuple[str, str]:
         if not edits:
             return ("applied", f"{job.hunks_applied} hunk(s) applied while streaming") if job.hunks_applied \
                 else ("unchanged", "no changes")
-        params = types.ApplyWorkspaceEditParams(
-            edit=workspace_edit(ls, job.uri, version, edits), label=f"Blazedit: {job.instruction}"
-        )
         try:
-            response = await ls.workspace_apply_edit_async(params)
+            response = await send_edits(ls, job.uri, version, edits, f"Blazedit: {job.instruction}")
         except JsonRpcException as e:  # boundary: the client answered with an error
             ls.tell(types.MessageType.Error, f"Blazedit: the editor did not apply the edit: {e}")
             return "failed", f"the editor did not apply the edit: {e}"
@@ -354,7 +346,13 @@ async def _apply(ls: Host, job: LspJob, result: str) -> tuple[str, str]:
     return "refused", "not applied: the document kept changing"
 
 
-def workspace_edit(ls: Host, uri: str, version: int | None, edits: list[types.TextEdit]) -> types.WorkspaceEdit:
+async def send_edits(ls: Host, uri: str, version: int | None, edits: list[types.TextEdit], label: str):
+    """One workspace/applyEdit of ``edits`` to the document at ``version``; the client's answer."""
+    params = types.ApplyWorkspaceEditParams(edit=_workspace_edit(ls, uri, version, edits), label=label)
+    return await ls.workspace_apply_edit_async(params)
+
+
+def _workspace_edit(ls: Host, uri: str, version: int | None, edits: list[types.TextEdit]) -> types.WorkspaceEdit:
     """A versioned TextDocumentEdit, or plain `changes` for clients without
     documentChanges (checked against the version just before sending)."""
     caps = ls.client_capabilities.workspace

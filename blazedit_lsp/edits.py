@@ -48,7 +48,7 @@ def split_lines(text: str) -> list[str]:
     return _LINE.findall(text)
 
 
-def _line_starts(lines: Sequence[str]) -> list[int]:
+def line_starts(lines: Sequence[str]) -> list[int]:
     """The offset where each line starts, and the text's length last."""
     starts = [0]
     for line in lines:
@@ -112,7 +112,7 @@ def diff(old: str, new: str) -> list[Splice]:
     """Minimal splices turning ``old`` into ``new``: lines first, then
     characters inside each changed hunk. Sorted, non-overlapping."""
     a, b = split_lines(old), split_lines(new)
-    starts = _line_starts(a)
+    starts = line_starts(a)
     splices: list[Splice] = []
     matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
@@ -130,7 +130,7 @@ def to_text_edits(old: str, splices: Sequence[Splice], encoding: str | None) -> 
     """Map code-point splices on ``old`` to TextEdits in the client's encoding."""
     codec = PositionCodec(encoding or types.PositionEncodingKind.Utf16)
     lines = split_lines(old)
-    starts = _line_starts(lines)
+    starts = line_starts(lines)
     edits: list[types.TextEdit] = []
 
     def position(offset: int) -> types.Position:
@@ -198,7 +198,7 @@ def apply_text_edits(text: str, edits: Sequence[types.TextEdit], encoding: str |
     code units of ``encoding``; a character past a line's end is its end."""
     codec = PositionCodec(encoding or types.PositionEncodingKind.Utf16)
     lines = split_lines(text)
-    starts = _line_starts(lines)
+    starts = line_starts(lines)
 
     def offset(pos: types.Position) -> int:
         if pos.line >= len(lines):

@@ -7,8 +7,13 @@ engine/client.py's ``engine_client`` returns it for an ``openai:URL`` address. N
 torch here: the language server imports it. The `openai` SDK speaks the API (SSE
 parsing, typed HTTP errors, timeouts, retries with backoff that honours Retry-After).
 
-The prompt is engine/prompts.py's ``build()``: the same messages as the local engine,
-file before instruction, so a server's prefix caching reuses "system + file". Its
+The prompt is engine/prompts.py's ``build()``: the same messages as the local engine
+(a region's too), file before instruction, so a server's prefix caching reuses
+"system + file". The reply expected of the model (the file in its fence) goes as
+``prediction`` (OpenAI's Predicted Outputs; `blazedit engine serve --openai` copies
+from it): once per client, the first reply tells whether the server uses it (its usage
+counts accepted prediction tokens) or refuses it (a 400, then the request is sent again
+without); a server that refuses or ignores it is not sent it again. Its
 ``reply_prefix`` (the pre-opened fence) is not sent: a trailing assistant message is
 continued only by some servers (vLLM and SGLang with ``continue_final_message``,
 llama.cpp's own server), while llama-cpp-python's chat formats close it and open a
@@ -36,7 +41,7 @@ import engine
 from engine import protocol
 from engine.address import API_KEY_ENVS, OPENAI_PREFIX, AddressError, parse_openai, read_api_key
 from engine.errors import EngineUnavailable
-from engine.prompts import EditPrompt, build
+from engine.prompts import EditPrompt, build, region_problem
 from engine.throttle import Throttle
 
 log = logging.getLogger(__name__)
@@ -77,6 +82,7 @@ class RemoteEngineClient:
         self._welcome: protocol.Welcome | None = None
         self._since = time.monotonic()
         self._jobs: dict[str, RemoteJob] = {}
+        self.predicting: bool | None = None  # whether the server uses `prediction` (None: not known yet)
 
     def __repr__(self) -> str:  # the key must never reach a log
         key = "<hidden>" if self._api_key else None
@@ -187,7 +193,9 @@ class RemoteJob:
 
     def __init__(self, client: RemoteEngineClient, edit: protocol.Edit, model: str):
         self.client, self.edit, self.model = client, edit, model
-        self.prompt = build(edit.text, edit.instruction, edit.path, edit.language)
+        self.span = (edit.region.start, edit.region.end) if edit.region else None
+        self.prompt = build(edit.text, edit.instruction, edit.path, edit.language, self.span)
+        self.predicted = self.client.predicting is not False  # sends `prediction` with this request
         self.reader = ReplyReader(self.prompt)
         self.stats = protocol.Stats()
         self.tokens = 0
@@ -212,8 +220,11 @@ class RemoteJob:
 
     async def _messages(self) -> AsyncIterator[protocol.Message]:
         job_id, started_at = self.edit.job_id, time.monotonic()
+        if self.span and (why := region_problem(self.edit.text, *self.span)):
+            yield protocol.Error(code="bad_request", message=why, job_id=job_id)
+            return
         try:
-            self._stream = await self._unless_cancelled(self._open())
+            self._stream = await self._unless_cancelled(self._open_with_fallback())
         except _Cancelled:
             yield self._done("cancelled", started_at)
             return
@@ -265,18 +276,44 @@ class RemoteJob:
             yield protocol.Error(code="model_error", job_id=job_id,
                                  message=f"the server ended the reply with finish_reason {finish!r}; nothing was applied")
 
+    async def _open_with_fallback(self):
+        """The stream; sent again without ``prediction`` when a server that was not known
+        to take it refuses the request (OpenAI refuses it for some models, a strict
+        server for any unknown field)."""
+        try:
+            return await self._open()
+        except openai.APIStatusError as exc:
+            if not (self.predicted and self.client.predicting is None and exc.status_code in (400, 422)):
+                raise
+            log.info("%s refused the request with `prediction` (%d: %s); sending none from now on",
+                     self.client.base_url, exc.status_code, _detail(exc))
+            self.client.predicting = self.predicted = False
+            return await self._open()
+
     def _open(self):
         extra = {"max_tokens": self.edit.options.max_new_tokens} if self.edit.options.max_new_tokens else {}
+        if self.predicted:
+            extra["prediction"] = {"type": "content", "content": expected_reply(self.prompt, self.edit.text, self.span)}
         return self.client._sdk.chat.completions.create(
             model=self.model, messages=self.prompt.messages, stream=True, stream_options={"include_usage": True},
             extra_body=EXTRA_SAMPLING, **SAMPLING, **extra)
 
     def _count(self, usage) -> None:
-        """Token counts from the usage chunk (servers that send one: vLLM, SGLang, llama.cpp's server)."""
+        """Token counts from the usage chunk (servers that send one: vLLM, SGLang, llama.cpp's
+        server), and whether the server used the prediction."""
         self.stats.prompt_tokens = usage.prompt_tokens or 0
         details = getattr(usage, "prompt_tokens_details", None)
         self.stats.cached_tokens = getattr(details, "cached_tokens", None) or 0
         self.tokens = max(self.tokens, usage.completion_tokens or 0)
+        if self.predicted:
+            details = getattr(usage, "completion_tokens_details", None)
+            accepted = getattr(details, "accepted_prediction_tokens", None)
+            if self.client.predicting is None:
+                self.client.predicting = accepted is not None
+                log.info("%s %s `prediction`", self.client.base_url, "uses" if accepted is not None else "ignores")
+            if accepted is not None:
+                log.info("job %s: %d prediction tokens accepted, %s rejected", self.edit.job_id, accepted,
+                         getattr(details, "rejected_prediction_tokens", None))
 
     async def _unless_cancelled(self, awaitable):
         """``awaitable``'s result, unless the job is cancelled first (then _Cancelled)."""
@@ -375,6 +412,13 @@ class ReplyReader:
         ended normally, as it stands (line endings only) when it did not."""
         reply = "".join(self.before if self.body is None else self.body) + ("" if self.closed else self.line)
         return self.prompt.file_from_reply(reply) if complete else self.prompt.restore_layout(reply, complete=False)
+
+
+def expected_reply(prompt: EditPrompt, text: str, span: tuple[int, int] | None) -> str:
+    """The reply of a model that changes nothing: what it rewrites (the file or the
+    region) in the prompt's fence; a good prediction for an edit that copies most of it."""
+    rewritten = (text[span[0]:span[1]] if span else text).replace("\r\n", "\n").rstrip("\n")
+    return f"{prompt.reply_prefix}{rewritten}\n{prompt.fence}\n"
 
 
 def describe_http_error(base_url: str, exc: openai.APIStatusError) -> tuple[protocol.ErrorCode, str]:

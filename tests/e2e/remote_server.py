@@ -1,5 +1,6 @@
-"""An OpenAI-compatible server for the remote engine's tests: llama-cpp-python's own
-(`python -m llama_cpp.server`) on loopback, with an API key, serving two tiny random
+"""OpenAI-compatible servers for the remote engine's tests, on loopback with an API key:
+blazedit's own daemon (`blazedit engine serve --openai`, which uses `prediction`), and
+llama-cpp-python's (`python -m llama_cpp.server`, which ignores it), serving two tiny random
 GGUFs: ``tiny`` (tiny-random:2, which ends its replies within a few hundred tokens)
 and ``endless`` (the same with its special tokens' output rows zeroed, so it never
 ends a reply on its own: long enough to cancel or break mid-stream, always).
@@ -22,7 +23,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from daemon_harness import free_port
+from daemon_harness import DaemonProcess, free_port
 
 from engine import prompts
 from engine.remote import EXTRA_SAMPLING, SAMPLING, ReplyReader
@@ -32,20 +33,36 @@ GGML_TYPE_F32 = 0  # a float32 KV cache: greedy choices do not depend on how the
 
 
 def write_models(directory: Path) -> dict[str, Path]:
-    import torch
-
-    from engine import models
     from engine.tiny_gguf import write_tiny_gguf
 
     paths = {}
     for alias, endless in (("tiny", False), ("endless", True)):
-        model, tok = models._tiny_random(2)
-        if endless:
-            with torch.no_grad():
-                model.lm_head.weight[tok.all_special_ids] = 0.0  # logit 0: never the largest of 259 random ones
         paths[alias] = directory / f"{alias}.gguf"
-        write_tiny_gguf(model, tok, paths[alias])
+        write_tiny_gguf(*tiny_model(endless), paths[alias])
     return paths
+
+
+def write_endless_directory(directory: Path) -> Path:
+    """The endless model as a Hugging Face directory, for blazedit's daemon (whose GGUF
+    loading needs a real tokenizer's vocabulary; tiny-random's byte-level one has none)."""
+    model, tok = tiny_model(endless=True)
+    model.save_pretrained(directory)
+    tok.save_pretrained(directory)
+    return directory
+
+
+def tiny_model(endless: bool):
+    """tiny-random:2, or the same with its special tokens' output rows zeroed (logit 0:
+    never the largest of 259 random ones), so it never ends a reply."""
+    import torch
+
+    from engine import models
+
+    model, tok = models._tiny_random(2)
+    if endless:
+        with torch.no_grad():
+            model.lm_head.weight[tok.all_special_ids] = 0.0
+    return model, tok
 
 
 class LlamaServer:
@@ -71,17 +88,9 @@ class LlamaServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def wait_ready(self, timeout: float = 120.0) -> "LlamaServer":
-        """Bounded polling until /v1/models answers (the server binds once its first model loaded)."""
-        deadline = time.monotonic() + timeout
-        request = urllib.request.Request(f"{self.url}/models", headers={"Authorization": f"Bearer {self.api_key}"})
-        while True:
-            assert self.process.poll() is None, f"server exited with {self.process.returncode}: {self.output()}"
-            try:
-                with urllib.request.urlopen(request, timeout=5):
-                    return self
-            except (OSError, urllib.error.URLError):
-                assert time.monotonic() < deadline, f"server not ready in {timeout}s: {self.output()}"
-                time.sleep(0.1)
+        """Until /v1/models answers (the server binds once its first model loaded)."""
+        served(self.url, self.process, self.output, timeout)
+        return self
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
@@ -90,6 +99,45 @@ class LlamaServer:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=30)
+
+
+class BlazeditServer:
+    """`blazedit engine serve --openai PORT` in a child process (its socket in a directory
+    of its own), with KEY as its token: the engine of `engine: "openai:URL"`."""
+
+    def __init__(self, model: str):
+        self.port = free_port()
+        self.daemon = DaemonProcess("--model", model, "--openai", str(self.port), env={"BLAZEDIT_TOKEN": KEY})
+        self.model = ""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def wait_ready(self, timeout: float = 120.0) -> "BlazeditServer":
+        """Until /v1/models answers; ``model`` is then the name it serves."""
+        self.model = served(self.url, self.daemon.process, self.daemon.output, timeout)[0]
+        return self
+
+    def log(self) -> str:
+        return self.daemon.log.read_text(errors="replace")
+
+    def kill(self) -> None:
+        self.daemon.cleanup()
+
+
+def served(url: str, process: subprocess.Popen, output, timeout: float) -> list[str]:
+    """Bounded polling until GET /models answers; the models it lists."""
+    deadline = time.monotonic() + timeout
+    request = urllib.request.Request(f"{url}/models", headers={"Authorization": f"Bearer {KEY}"})
+    while True:
+        assert process.poll() is None, f"server exited with {process.returncode}: {output()}"
+        try:
+            with urllib.request.urlopen(request, timeout=5) as answer:
+                return [model["id"] for model in json.load(answer)["data"]]
+        except (OSError, urllib.error.URLError):
+            assert time.monotonic() < deadline, f"server not ready in {timeout}s: {output()}"
+            time.sleep(0.1)
 
 
 def reference(url: str, model: str, text: str, instruction: str, path: str, language: str | None,

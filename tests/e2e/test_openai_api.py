@@ -208,13 +208,15 @@ def test_whole_file_apply_with_prediction_matches_blazedit_edit(client, referenc
 async def test_engine_serve_openai_is_an_openai_url_engine(server, reference):
     """`engine: "openai:URL"` (engine/remote.py) pointed at this server, with the daemon's
     token as the API key: the edit is what the engine answers to remote.py's request
-    (blazedit's prompt, no pre-opened fence), read by remote.py's ReplyReader."""
+    (blazedit's prompt, no pre-opened fence) without a prediction, read by remote.py's
+    ReplyReader; remote.py sent the file as the prediction, and learnt that it is used."""
     instruction = "add type hints"
     async with RemoteEngineClient(f"openai:{server.url}", api_key=TOKEN, retries=0) as remote:
         assert remote.welcome.target.spec == "tiny-random"
         edit = Edit(job_id="remote", text=FILE, instruction=instruction, path="inventory.py",
                     options=DecodingOptions(max_new_tokens=60))
         messages = [message async for message in remote.edit(edit)]
+        assert remote.predicting is True  # the usage counted the prediction it sent (lossless: same text)
     prompt = prompts.build(FILE, instruction, "inventory.py")
     expected = reference(messages=prompt.messages, max_tokens=60)
     reader = ReplyReader(prompt)

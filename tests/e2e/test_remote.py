@@ -1,5 +1,6 @@
-"""`engine: "openai:URL"` end to end: the language server and `blazedit edit` against a
-real OpenAI-compatible server on loopback (llama-cpp-python's, remote_server.py),
+"""`engine: "openai:URL"` end to end: the language server and `blazedit edit` against
+real OpenAI-compatible servers on loopback (llama-cpp-python's, and blazedit's own
+`engine serve --openai`, which takes the file as `prediction`; remote_server.py),
 with an API key.
 
 "Correct" is exactly what the server itself streams for the same prompt with the
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +27,7 @@ import pytest_lsp  # noqa: E402
 from lsp_editor import SERVER, Editor, make_client, start  # noqa: E402
 from lsprotocol import types  # noqa: E402
 from pytest_lsp import ClientServerConfig, LanguageClient  # noqa: E402
-from remote_server import KEY, LlamaServer, reference, write_models  # noqa: E402
+from remote_server import KEY, BlazeditServer, LlamaServer, reference, write_endless_directory, write_models  # noqa: E402
 
 URI = "file:///work/demo.py"
 PATH = "/work/demo.py"
@@ -62,7 +64,7 @@ def server(workdir, ggufs):
     server.kill()
 
 
-def settings(server: LlamaServer, model: str, max_new_tokens: int) -> dict:
+def settings(server: LlamaServer | BlazeditServer, model: str, max_new_tokens: int) -> dict:
     return {"engine": f"openai:{server.url}", "engineModel": model, "maxNewTokens": max_new_tokens,
             "progressIntervalMs": 0, "guardRemovals": "allow"}
 
@@ -179,3 +181,67 @@ def test_the_cli_says_what_to_do_with_a_wrong_key(server, tmp_path):
     assert run.returncode == 2 and path.read_text() == TEXT
     assert "blazedit: error:" in run.stderr and "refused the API key (401" in run.stderr, run.stderr
     assert WRONG_KEY not in run.stderr
+
+
+# ---------------------------------------------------------------- blazedit's own server
+
+
+@pytest.fixture(scope="module")
+def blazedit_server():
+    """`blazedit engine serve --openai` on tiny-random, KEY as its token."""
+    server = BlazeditServer("tiny-random").wait_ready()
+    yield server
+    server.kill()
+
+
+def accepted_predictions(server: BlazeditServer) -> list[int]:
+    """Per finished job, the prediction tokens the daemon's reply accepted (its log)."""
+    return [int(n) for n in re.findall(r"prediction (\d+) accepted", server.log())]
+
+
+async def test_an_lsp_edit_through_engine_serve_openai_sends_the_prediction(client: LanguageClient, server,
+                                                                            blazedit_server, workdir):
+    """Lossless: the edit copied from the prediction is what the server answers without one."""
+    editor = editor_of(client)
+    editor.configure(settings(blazedit_server, blazedit_server.model, 300))
+    editor.open(URI, TEXT)
+    result = await editor.edit(URI, "rename")
+    expected, finish = reference(blazedit_server.url, blazedit_server.model, TEXT, "rename", PATH, "python", 300)
+    assert finish == "stop" and result["state"] == "applied", result
+    assert editor.text(URI) == expected != TEXT
+    first, *_ = accepted_predictions(blazedit_server)  # the edit's job; the reference's came after it
+    assert first > 0
+    assert f"{blazedit_server.url} uses `prediction`" in logs(workdir)
+
+
+def test_a_cli_edit_through_engine_serve_openai(blazedit_server, tmp_path):
+    path = tmp_path / "demo.py"
+    path.write_text(TEXT)
+    before = len(accepted_predictions(blazedit_server))
+    run = blazedit("edit", str(path), "-i", "rename", "--engine", f"openai:{blazedit_server.url}",
+                   "--max-new-tokens", "300", "--json", key=KEY)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["text"] == reference(blazedit_server.url, blazedit_server.model, TEXT, "rename",
+                                                       str(path), None, 300)[0]
+    assert accepted_predictions(blazedit_server)[before] > 0  # the CLI's job sent the prediction too
+
+
+@pytest.fixture
+def blazedit_endless(workdir):
+    """The daemon on the model that never ends its reply."""
+    server = BlazeditServer(str(write_endless_directory(workdir / "endless-hf"))).wait_ready()
+    yield server
+    server.kill()
+
+
+async def test_a_cancel_through_engine_serve_openai_stops_the_daemons_job(client: LanguageClient, server,
+                                                                          blazedit_endless: BlazeditServer):
+    editor = editor_of(client)
+    editor.configure({**settings(blazedit_endless, blazedit_endless.model, 30000)})
+    editor.open(URI, TEXT)
+    command = asyncio.ensure_future(editor.edit(URI, "rename"))
+    await generating(editor)
+    assert (await editor.command("blazedit.cancel", {"uri": URI}))["cancelled"]
+    result = await command
+    assert result["state"] == "cancelled" and editor.applied == [] and editor.text(URI) == TEXT
+    await editor.until(lambda: re.search(r"job \S+ cancelled", blazedit_endless.log()), 60)

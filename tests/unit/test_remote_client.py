@@ -45,8 +45,8 @@ class Script:
         self.disconnected = asyncio.Event()
         self.models = ["served-model"]
 
-    def reply(self, *pieces: str, finish: str | None = "stop", end: str = "done") -> None:
-        self.replies.append({"pieces": pieces, "finish": finish, "end": end})
+    def reply(self, *pieces: str, finish: str | None = "stop", end: str = "done", usage: dict | None = None) -> None:
+        self.replies.append({"pieces": pieces, "finish": finish, "end": end, "usage": usage})
 
     def status(self, code: int, message: str) -> None:
         self.replies.append({"status": code, "message": message})
@@ -82,6 +82,8 @@ def app_for(script: Script) -> Starlette:
                 if reply["end"] == "hang":
                     await asyncio.Event().wait()
                 yield chunk(finish=reply["finish"]) if reply["finish"] else ""
+                if reply["usage"]:
+                    yield f"data: {json.dumps({'id': 'c', 'object': 'chat.completion.chunk', 'created': 0, 'model': 'served-model', 'choices': [], 'usage': reply['usage']})}\n\n"
                 yield "data: [DONE]\n\n"
             except asyncio.CancelledError:
                 script.disconnected.set()
@@ -180,12 +182,14 @@ async def test_cancel_closes_the_stream_and_ends_with_done_cancelled(server):
 ])
 async def test_http_errors_say_what_to_do(server, status, code, words):
     server.status(status, "nope")
+    server.status(status, "nope")  # a 400 is asked again without `prediction` (the first time): the same answer
     (error,) = await run(RemoteEngineClient(server.url, retries=0))
     assert isinstance(error, protocol.Error) and error.code == code and words in error.message, error
 
 
 async def test_a_context_overflow_is_named(server):
-    server.status(400, "This model's maximum context length is 32768 tokens")
+    for _ in range(2):
+        server.status(400, "This model's maximum context length is 32768 tokens")
     (error,) = await run(RemoteEngineClient(server.url, retries=0))
     assert error.code == "context_overflow"
 
@@ -195,6 +199,71 @@ async def test_failures_before_the_first_token_are_retried(server):
     server.reply("```python\n", "def f() -> int:\n", "    return 1\n", "```")
     (*_, done) = await run(RemoteEngineClient(server.url, retries=1))
     assert isinstance(done, protocol.Done) and done.text == EDITED and len(server.requests) == 2
+
+
+# ---------------------------------------------------------------- prediction and regions
+
+REPLY = ("```python\n", "def f() -> int:\n", "    return 1\n", "```")
+USAGE = {"prompt_tokens": 50, "completion_tokens": 9, "total_tokens": 59}
+PREDICTED = "```python\ndef f():\n    return 1\n```\n"
+
+
+async def test_a_server_that_uses_the_prediction_is_sent_it_every_time(server):
+    used = {**USAGE, "completion_tokens_details": {"accepted_prediction_tokens": 6, "rejected_prediction_tokens": 2}}
+    server.reply(*REPLY, usage=used)
+    server.reply(*REPLY, usage=used)
+    async with RemoteEngineClient(server.url) as client:
+        for _ in range(2):
+            *_, done = [m async for m in client.edit(edit())]
+            assert done.text == EDITED
+        assert client.predicting is True
+    assert [r["prediction"] for r in server.requests] == [{"type": "content", "content": PREDICTED}] * 2
+
+
+@pytest.mark.parametrize("usage", [USAGE, {**USAGE, "completion_tokens_details": {"reasoning_tokens": 0}}])
+async def test_a_server_that_ignores_the_prediction_is_not_sent_it_again(server, usage):
+    server.reply(*REPLY, usage=usage)
+    server.reply(*REPLY, usage=usage)
+    async with RemoteEngineClient(server.url) as client:
+        for _ in range(2):
+            *_, done = [m async for m in client.edit(edit())]
+            assert done.text == EDITED
+        assert client.predicting is False
+    assert "prediction" in server.requests[0] and "prediction" not in server.requests[1]
+
+
+async def test_a_server_that_refuses_the_prediction_gets_the_request_again_without_it(server):
+    server.status(400, "unknown field: prediction")
+    server.reply(*REPLY)
+    server.reply(*REPLY)
+    async with RemoteEngineClient(server.url, retries=0) as client:
+        for _ in range(2):
+            *_, done = [m async for m in client.edit(edit())]
+            assert isinstance(done, protocol.Done) and done.text == EDITED
+        assert client.predicting is False
+    assert ["prediction" in r for r in server.requests] == [True, False, False]
+    assert server.requests[0]["messages"] == server.requests[1]["messages"]
+
+
+TWO = "def f():\n    return 1\n\n\ndef g():\n    return 2\n"
+
+
+async def test_a_region_edit_sends_the_region_prompt_and_returns_the_region(server):
+    start = TWO.index("def g")
+    server.reply("```python\n", "def g() -> int:\n", "    return 2\n", "```")
+    request = protocol.Edit(job_id="j", text=TWO, instruction="add type hints", path="f.py",
+                            region=protocol.Region(start=start, end=len(TWO)))
+    (*_, done) = await run(RemoteEngineClient(server.url), request)
+    assert done.text == "def g() -> int:\n    return 2\n"
+    sent = server.requests[0]
+    assert sent["messages"] == build(TWO, "add type hints", "f.py", region=(start, len(TWO))).messages
+    assert sent["prediction"]["content"] == "```python\ndef g():\n    return 2\n```\n"
+
+
+async def test_a_bad_region_is_refused_before_any_request(server):
+    request = protocol.Edit(job_id="j", text=TWO, instruction="x", path="f.py", region=protocol.Region(start=3, end=9))
+    (error,) = await run(RemoteEngineClient(server.url), request)
+    assert isinstance(error, protocol.Error) and error.code == "bad_request" and server.requests == []
 
 
 # ---------------------------------------------------------------- connecting

@@ -131,9 +131,10 @@ def endless(workdir, ggufs):
     server.kill()
 
 
-async def test_a_cancel_closes_the_stream_and_applies_nothing(client: LanguageClient, endless: LlamaServer):
+async def cancel_mid_stream(client: LanguageClient, server: LlamaServer | BlazeditServer, model: str) -> Editor:
+    """An edit cancelled while it streams: nothing applied, the buffer as it was."""
     editor = editor_of(client)
-    editor.configure({"engine": f"openai:{endless.url}", "engineModel": "endless", "maxNewTokens": 30000})
+    editor.configure(settings(server, model, 30000))
     editor.open(URI, TEXT)
     command = asyncio.ensure_future(editor.edit(URI, "rename"))
     await generating(editor)
@@ -141,6 +142,11 @@ async def test_a_cancel_closes_the_stream_and_applies_nothing(client: LanguageCl
     result = await command
     assert result["state"] == "cancelled" and editor.applied == [] and editor.text(URI) == TEXT
     assert editor.ends() == ["cancelled (cancelled by blazedit.cancel)"]
+    return editor
+
+
+async def test_a_cancel_closes_the_stream_and_applies_nothing(client: LanguageClient, endless: LlamaServer):
+    await cancel_mid_stream(client, endless, "endless")
 
 
 async def test_a_server_killed_mid_stream_leaves_the_buffer_untouched(client: LanguageClient, endless: LlamaServer):
@@ -236,12 +242,5 @@ def blazedit_endless(workdir):
 
 async def test_a_cancel_through_engine_serve_openai_stops_the_daemons_job(client: LanguageClient, server,
                                                                           blazedit_endless: BlazeditServer):
-    editor = editor_of(client)
-    editor.configure({**settings(blazedit_endless, blazedit_endless.model, 30000)})
-    editor.open(URI, TEXT)
-    command = asyncio.ensure_future(editor.edit(URI, "rename"))
-    await generating(editor)
-    assert (await editor.command("blazedit.cancel", {"uri": URI}))["cancelled"]
-    result = await command
-    assert result["state"] == "cancelled" and editor.applied == [] and editor.text(URI) == TEXT
+    editor = await cancel_mid_stream(client, blazedit_endless, blazedit_endless.model)
     await editor.until(lambda: re.search(r"job \S+ cancelled", blazedit_endless.log()), 60)

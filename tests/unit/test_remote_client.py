@@ -208,39 +208,33 @@ USAGE = {"prompt_tokens": 50, "completion_tokens": 9, "total_tokens": 59}
 PREDICTED = "```python\ndef f():\n    return 1\n```\n"
 
 
-async def test_a_server_that_uses_the_prediction_is_sent_it_every_time(server):
-    used = {**USAGE, "completion_tokens_details": {"accepted_prediction_tokens": 6, "rejected_prediction_tokens": 2}}
-    server.reply(*REPLY, usage=used)
-    server.reply(*REPLY, usage=used)
-    async with RemoteEngineClient(server.url) as client:
+async def two_edits(server, usage: dict | None) -> bool | None:
+    """Two edits on one client, each answered with ``usage``; what the client then
+    knows of the server's use of `prediction`."""
+    server.reply(*REPLY, usage=usage)
+    server.reply(*REPLY, usage=usage)
+    async with RemoteEngineClient(server.url, retries=0) as client:
         for _ in range(2):
             *_, done = [m async for m in client.edit(edit())]
-            assert done.text == EDITED
-        assert client.predicting is True
+            assert isinstance(done, protocol.Done) and done.text == EDITED
+        return client.predicting
+
+
+async def test_a_server_that_uses_the_prediction_is_sent_it_every_time(server):
+    used = {**USAGE, "completion_tokens_details": {"accepted_prediction_tokens": 6, "rejected_prediction_tokens": 2}}
+    assert await two_edits(server, used) is True
     assert [r["prediction"] for r in server.requests] == [{"type": "content", "content": PREDICTED}] * 2
 
 
 @pytest.mark.parametrize("usage", [USAGE, {**USAGE, "completion_tokens_details": {"reasoning_tokens": 0}}])
 async def test_a_server_that_ignores_the_prediction_is_not_sent_it_again(server, usage):
-    server.reply(*REPLY, usage=usage)
-    server.reply(*REPLY, usage=usage)
-    async with RemoteEngineClient(server.url) as client:
-        for _ in range(2):
-            *_, done = [m async for m in client.edit(edit())]
-            assert done.text == EDITED
-        assert client.predicting is False
+    assert await two_edits(server, usage) is False
     assert "prediction" in server.requests[0] and "prediction" not in server.requests[1]
 
 
 async def test_a_server_that_refuses_the_prediction_gets_the_request_again_without_it(server):
     server.status(400, "unknown field: prediction")
-    server.reply(*REPLY)
-    server.reply(*REPLY)
-    async with RemoteEngineClient(server.url, retries=0) as client:
-        for _ in range(2):
-            *_, done = [m async for m in client.edit(edit())]
-            assert isinstance(done, protocol.Done) and done.text == EDITED
-        assert client.predicting is False
+    assert await two_edits(server, None) is False
     assert ["prediction" in r for r in server.requests] == [True, False, False]
     assert server.requests[0]["messages"] == server.requests[1]["messages"]
 

@@ -14,7 +14,7 @@ from pygls.exceptions import JsonRpcException
 
 from engine import protocol
 from engine.client import EngineClient
-from engine.guard import ASKS_TO_DELETE, Removal, keep_removed, language_of, removed_definitions
+from engine.guard import ASKS_TO_DELETE, UNCHANGED, Removal, keep_removed, language_of, removed_definitions
 
 from .edits import RebaseConflict, rebase, settled, split_lines, text_edits
 from .engine_link import UNREACHABLE
@@ -242,6 +242,7 @@ async def _consume(client: EngineClient, request: protocol.Edit, job: LspJob, pr
 async def _deliver(ls: Host, job: LspJob, done: protocol.Done) -> tuple[str, str]:
     result = job.output(done.text)  # in the file's line endings: the engine restores them (engine/prompts.py)
     if result == job.sent and not job.hunks_applied:
+        ls.tell(types.MessageType.Info, f"Blazedit: {UNCHANGED}")
         return "unchanged", "no changes"
     if (reason := guard(job.sent, result, done.finish_reason, job.instruction)) is not None:
         if not await _confirm(ls, job, reason):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from engine.cli_base import CliError, add_model_arguments, draft_spec, require_engine
 from engine.daemon_cli import add_engine_commands, add_engine_option, edit_via_daemon
-from engine.guard import Removal, removed_definitions
+from engine.guard import UNCHANGED, Removal, removed_definitions
 from engine.prompts import line_region
 from engine.protocol import METHODS, DecodingOptions, Region
 
@@ -232,6 +232,8 @@ def report(args: argparse.Namespace, before: str, result) -> int:
                        "rerun with --allow-removals to write it anyway", status=REMOVED_DEFINITIONS)
     for removal in removals:
         print(f"blazedit: warning: the edit removes {removal}", file=sys.stderr)
+    if result.text == before and result.finish_reason == "stop":
+        print(f"blazedit: note: {UNCHANGED}", file=sys.stderr)
     if writes:
         write_atomically(args.output or args.path, result.text)
     elif args.diff:

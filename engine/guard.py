@@ -56,6 +56,11 @@ ASKS_TO_DELETE = re.compile(
 )
 """Instructions that ask for deletion (a result that stops early is then no surprise)."""
 
+UNCHANGED = ("the model returned the file unchanged; an instruction that says what to change and where "
+             "(\"rename total to subtotal in checkout()\") usually gets the edit made")
+"""What the editor and the CLI say when an edit comes back as it went (docs/performance.md
+measures how often: the small default model does it on vague instructions)."""
+
 
 def removed_definitions(before: str, after: str, instruction: str, language: str | None) -> list[Removal]:
     """Definitions of ``before`` that ``after`` lacks and the instruction does

@@ -23,6 +23,7 @@ from pytest_lsp import ClientServerConfig, LanguageClient
 from pytest_lsp.client import captured_exception_key
 
 from blazedit_lsp.actions import KIND
+from engine.guard import UNCHANGED
 
 URI = "file:///work/demo.py"
 TEXT = "import time\n\n\ndef fetch(url):\n    time.sleep(1)\n    return url\n\n\ndef main():\n    print(fetch('x'))\n"
@@ -209,6 +210,7 @@ async def test_no_changes_sends_nothing(client: LanguageClient, fake: FakeEngine
     editor.open(URI, TEXT)
     result = await editor.edit(URI, "do nothing")
     assert result["state"] == "unchanged" and editor.applied == [] and editor.ends() == ["no changes"]
+    assert editor.messages(types.MessageType.Info) == [f"Blazedit: {UNCHANGED}"]
 
 
 async def test_without_progress_support_logs(no_progress_client: LanguageClient, fake: FakeEngine):

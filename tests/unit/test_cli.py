@@ -9,6 +9,7 @@ import pytest
 
 from engine import cli, protocol
 from engine.cli import main
+from engine.guard import UNCHANGED
 
 TINY = ["--model", "tiny-random", "--max-new-tokens", "40"]
 
@@ -137,6 +138,17 @@ def test_printing_warns_on_stderr(capsys, dropping, mode):
     status, out, err = edit(capsys, str(dropping), "-i", "add type hints", *mode)
     assert status == 0 and err == WARNING
     assert ("-def restock(inventory):" in out) if mode else out == DROPPED
+
+
+@pytest.mark.parametrize("mode", [["--diff"], ["--in-place"]])
+def test_an_unchanged_result_says_so(capsys, monkeypatch, tmp_path, mode):
+    monkeypatch.setattr(cli, "edit_via_daemon", lambda args, text, options, region: protocol.Done(
+        job_id="scripted", text=text, finish_reason="stop", stats=protocol.Stats()))
+    path = tmp_path / "inventory.py"
+    path.write_text(INVENTORY)
+    status, out, err = edit(capsys, str(path), "-i", "make it better", *mode)
+    assert status == 0 and out == "" and path.read_text() == INVENTORY
+    assert err == f"blazedit: note: {UNCHANGED}\n"
 
 
 def test_json_lists_the_removed_definitions(capsys, dropping):

@@ -12,6 +12,7 @@ starts from the same cached prefix (each run also files its own prompt: the late
 of an item reuse a few more tokens; cached tokens are recorded, and the order rotates).
 
     python bench/openai_apply.py bench/data/edits-requests.jsonl --spread 4 [--repeat 2] [--out DIR]
+    python bench/openai_apply.py DATASET --out DIR --summarize   # results.md again from DIR/results.jsonl
 
 Per run: wall seconds (request to the whole answer), tokens, target forward passes,
 cached prompt tokens, and for the OpenAI runs accepted / rejected prediction tokens
@@ -151,6 +152,12 @@ def summary(rows: list[dict]) -> str:
         same = n["text_sha"] == p["text_sha"] == o["text_sha"]
         lines.append(f"| {n['id']} | {n['round']} | {n['chars']} | {n['seconds']:.2f} | {p['seconds']:.2f} | "
                      f"{o['seconds']:.2f} | {accepted:.0%} | {ratios[0]:.3f} | {ratios[1]:.3f} | {same} |")
+    for round_ in sorted({g["native"]["round"] for g in groups}):
+        total = {run: sum(g[run]["seconds"] for g in groups if g[run]["round"] == round_) for run in RUNS}
+        lines.append(f"\nround {round_}, all items' wall time: native {total['native']:.2f} s, openai+prediction "
+                     f"{total['openai+prediction']:.2f} s ({total['openai+prediction'] / total['native']:.3f}x), "
+                     f"openai {total['openai']:.2f} s ({total['openai'] / total['openai+prediction']:.3f}x "
+                     "openai+prediction)")
     for name, part in (("all items", everything), (f"replies copying >= {COPY_HEAVY:.0%} of the file", heavy)):
         if part:
             lines.append(f"\n{name} ({len(part)} runs): openai+prediction / native: median "
@@ -167,7 +174,12 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1, help="rounds over the items (the VM is noisy)")
     parser.add_argument("--model", default=None, help="the daemon's --model (default: the default pair)")
     parser.add_argument("--out", type=Path, default=None, help="write results.jsonl and results.md here")
+    parser.add_argument("--summarize", action="store_true", help="only rewrite --out's results.md from its results.jsonl")
     args = parser.parse_args()
+    if args.summarize:
+        rows = [json.loads(line) for line in (args.out / "results.jsonl").read_text().splitlines()]
+        (args.out / "results.md").write_text(summary(rows) + "\n")
+        return 0
     items = spread([json.loads(line) for line in args.dataset.open()], args.spread)
     with tempfile.TemporaryDirectory(prefix="blazedit-bench-") as tmp:
         rows = asyncio.run(measure(Path(tmp), ["--model", args.model] if args.model else [], items, args.repeat))

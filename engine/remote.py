@@ -53,6 +53,9 @@ request and then reads the whole file before its first token."""
 RETRIES = 2
 """The SDK's, before a response starts (with exponential backoff)."""
 PROGRESS_INTERVAL = 0.05
+PROBE_CHUNKS = 8
+"""Chunks read past the file's closing fence while the server's use of `prediction` is not
+known: its usage comes with the last chunk, a token or two later when the model stops there."""
 SAMPLING = {"temperature": 0.0}
 EXTRA_SAMPLING = {"repeat_penalty": 1.0}
 """llama-cpp-python's server penalises repeats by 1.1 unless told otherwise, which
@@ -235,13 +238,14 @@ class RemoteJob:
         except openai.APIConnectionError as exc:
             raise EngineUnavailable(f"{self.client._unreachable(exc)}; nothing was applied") from None
         throttle, pending, finish = Throttle(PROGRESS_INTERVAL), [], None
-        chunks = aiter(self._stream)
+        chunks, past_end = aiter(self._stream), 0
         try:
-            while not self.reader.closed:
+            while not self.reader.closed or self._probing(past_end):
                 try:
                     chunk = await self._unless_cancelled(anext(chunks))
                 except StopAsyncIteration:
                     break
+                past_end += self.reader.closed
                 if chunk.usage:
                     self._count(chunk.usage)
                 if not chunk.choices:
@@ -275,6 +279,11 @@ class RemoteJob:
         else:
             yield protocol.Error(code="model_error", job_id=job_id,
                                  message=f"the server ended the reply with finish_reason {finish!r}; nothing was applied")
+
+    def _probing(self, past_end: int) -> bool:
+        """Whether to read on past the closing fence, for the usage chunk that says what
+        the server does with `prediction` (once per client, PROBE_CHUNKS at most)."""
+        return self.predicted and self.client.predicting is None and past_end < PROBE_CHUNKS
 
     async def _open_with_fallback(self):
         """The stream; sent again without ``prediction`` when a server that was not known

@@ -130,7 +130,7 @@ async def test_a_reply_becomes_started_progress_and_the_file(server):
     assert all(isinstance(m, protocol.Progress) for m in messages[1:-1])
     done = messages[-1]
     assert isinstance(done, protocol.Done) and done.finish_reason == "stop" and done.text == EDITED
-    assert done.stats.tokens == 6  # the role chunk's "" included; reading stops at the closing fence
+    assert done.stats.tokens == 7  # the role chunk's "" included, and "Done." (read for a usage, see below)
     sent = server.requests[0]
     assert sent["model"] == "served-model" and sent["temperature"] == 0 and sent["stream"] is True
     assert sent["messages"] == build(TEXT, "add type hints", "f.py").messages and "max_tokens" not in sent
@@ -224,6 +224,17 @@ async def test_a_server_that_uses_the_prediction_is_sent_it_every_time(server):
     used = {**USAGE, "completion_tokens_details": {"accepted_prediction_tokens": 6, "rejected_prediction_tokens": 2}}
     assert await two_edits(server, used) is True
     assert [r["prediction"] for r in server.requests] == [{"type": "content", "content": PREDICTED}] * 2
+
+
+@pytest.mark.parametrize("chatter, learnt", [(1, True), (20, None)])
+async def test_the_usage_is_read_past_the_closing_fence_while_probing(server, chatter, learnt):
+    """A reply that closes the fence and goes on: the usage is waited for a few chunks (once)."""
+    used = {**USAGE, "completion_tokens_details": {"accepted_prediction_tokens": 6, "rejected_prediction_tokens": 2}}
+    server.reply(*REPLY[:-1], "```\n", *["more "] * chatter, usage=used)
+    async with RemoteEngineClient(server.url) as client:
+        *_, done = [m async for m in client.edit(edit())]
+        assert isinstance(done, protocol.Done) and done.finish_reason == "stop" and done.text == EDITED
+        assert client.predicting is learnt
 
 
 @pytest.mark.parametrize("usage", [USAGE, {**USAGE, "completion_tokens_details": {"reasoning_tokens": 0}}])

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from blazedit_lsp.edits import settled
+from engine.bench import by_size, evenly
 from engine.session import Engine, Result
 
 
@@ -38,12 +39,6 @@ def timed(engine: Engine, item: dict) -> dict:
             "changed": text != item["before"]}
 
 
-def spread(items: list[dict], n: int) -> list[dict]:
-    """``n`` items evenly spread over the dataset's sizes."""
-    ordered = sorted(items, key=lambda i: len(i["before"]))
-    return [ordered[round(k * (len(ordered) - 1) / max(n - 1, 1))] for k in range(n)]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset")
@@ -52,7 +47,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=None, help="write results.jsonl and results.md here")
     args = parser.parse_args()
-    items = spread([json.loads(line) for line in open(args.dataset)], args.spread)
+    items = evenly([json.loads(line) for line in open(args.dataset)], args.spread, key=by_size)
     engine = Engine.load(runtime=args.runtime, threads=args.threads)
     rows = []
     for item in items:

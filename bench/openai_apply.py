@@ -37,16 +37,11 @@ from pathlib import Path
 import openai
 
 from engine import prompts, protocol
+from engine.bench import by_size, evenly
 from engine.client import EngineClient
 
 RUNS = ("native", "openai+prediction", "openai")
 COPY_HEAVY = 0.9
-
-
-def spread(items: list[dict], n: int) -> list[dict]:
-    """``n`` items evenly spread over the dataset's file sizes."""
-    ordered = sorted(items, key=lambda i: len(i["before"]))
-    return [ordered[round(k * (len(ordered) - 1) / max(n - 1, 1))] for k in range(n)]
 
 
 def free_port() -> int:
@@ -180,7 +175,7 @@ def main() -> int:
         rows = [json.loads(line) for line in (args.out / "results.jsonl").read_text().splitlines()]
         (args.out / "results.md").write_text(summary(rows) + "\n")
         return 0
-    items = spread([json.loads(line) for line in args.dataset.open()], args.spread)
+    items = evenly([json.loads(line) for line in args.dataset.open()], args.spread, key=by_size)
     with tempfile.TemporaryDirectory(prefix="blazedit-bench-") as tmp:
         rows = asyncio.run(measure(Path(tmp), ["--model", args.model] if args.model else [], items, args.repeat))
     table = summary(rows)

@@ -252,10 +252,20 @@ def load_items(path: Path, ids: list[str] | None, limit: int | None, spread: int
     if ids:
         items = [i for i in items if i["id"] in ids]
     if spread:
-        ranked = sorted(items, key=lambda item: item.get("copy_ratio", 0.0))
-        count = min(spread, len(ranked))
-        return [ranked[round(n * (len(ranked) - 1) / max(count - 1, 1))] for n in range(count)]
+        return evenly(items, spread, key=lambda item: item.get("copy_ratio", 0.0))
     return items[:limit] if limit else items
+
+
+def by_size(item: dict) -> int:
+    """The item's file size, to spread a sample over (``evenly``)."""
+    return len(item["before"])
+
+
+def evenly(items: list[dict], count: int, key: Callable[[dict], float]) -> list[dict]:
+    """``count`` items at evenly spaced ranks of ``key`` (a stratified sample of any size)."""
+    ranked = sorted(items, key=key)
+    count = min(count, len(ranked))
+    return [ranked[round(n * (len(ranked) - 1) / max(count - 1, 1))] for n in range(count)]
 
 
 def summarize(records: list[Record], methods: list[str]) -> dict:

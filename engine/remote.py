@@ -311,18 +311,18 @@ class RemoteJob:
         """Token counts from the usage chunk (servers that send one: vLLM, SGLang, llama.cpp's
         server), and whether the server used the prediction."""
         self.stats.prompt_tokens = usage.prompt_tokens or 0
-        details = getattr(usage, "prompt_tokens_details", None)
-        self.stats.cached_tokens = getattr(details, "cached_tokens", None) or 0
+        prompt_details = getattr(usage, "prompt_tokens_details", None)
+        self.stats.cached_tokens = getattr(prompt_details, "cached_tokens", None) or 0
         self.tokens = max(self.tokens, usage.completion_tokens or 0)
         if self.predicted:
-            details = getattr(usage, "completion_tokens_details", None)
-            accepted = getattr(details, "accepted_prediction_tokens", None)
+            completion_details = getattr(usage, "completion_tokens_details", None)
+            accepted = getattr(completion_details, "accepted_prediction_tokens", None)
             if self.client.predicting is None:
                 self.client.predicting = accepted is not None
                 log.info("%s %s `prediction`", self.client.base_url, "uses" if accepted is not None else "ignores")
             if accepted is not None:
                 log.info("job %s: %d prediction tokens accepted, %s rejected", self.edit.job_id, accepted,
-                         getattr(details, "rejected_prediction_tokens", None))
+                         getattr(completion_details, "rejected_prediction_tokens", None))
 
     async def _unless_cancelled(self, awaitable):
         """``awaitable``'s result, unless the job is cancelled first (then _Cancelled)."""

@@ -64,6 +64,9 @@ class Config(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only
     guard_removals: Literal["ask", "keep", "allow"] = "ask"
     """An edit that removes a definition the instruction does not name: ask
     the user, keep the definition, or apply the edit as it is."""
+    retry_unchanged: bool = True
+    """A whole file the model returns unchanged is asked for once more, the model
+    saying first what it will change (engine/prompts.py's PLAN_FIRST)."""
     warm: Literal["onOpen", "off"] = "onOpen"
     """"onOpen": ask the engine to prefill a document's prompt when it is opened
     and after the user pauses typing (blazedit_lsp/warming.py), so its next edit

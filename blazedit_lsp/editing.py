@@ -122,6 +122,7 @@ async def _generate(ls: Host, job: LspJob, progress: LspProgress) -> protocol.Do
         method=ls.config.method,
         options=ls.config.decoding_options(),
         region=job.region,
+        retry_unchanged=ls.config.retry_unchanged,
     )
     live = LiveApply(ls, job, progress) if ls.config.apply_while_streaming else None
     stream = asyncio.ensure_future(_consume(client, request, job, progress, live))
@@ -216,6 +217,9 @@ async def _cancel_engine_job(client: EngineClient, job: LspJob, stream: asyncio.
         log.debug("engine job %s ended with an error after its cancel", job.id, exc_info=True)
 
 
+ASKING_AGAIN = "the model returned the file unchanged: asking again, with the model saying first what it changes"
+
+
 async def _consume(client: EngineClient, request: protocol.Edit, job: LspJob, progress: LspProgress,
                    live: LiveApply | None) -> protocol.Done:
     async for msg in client.edit(request):
@@ -228,6 +232,10 @@ async def _consume(client: EngineClient, request: protocol.Edit, job: LspJob, pr
                              else "generating")
         elif isinstance(msg, protocol.Progress):
             job.stats = msg.stats
+            if msg.attempt != job.attempt:  # the engine asks again: the file streams anew
+                job.attempt, job.streamed = msg.attempt, ""
+                progress.message(ASKING_AGAIN)
+                continue
             if live is not None:
                 live.feed(msg.text)
             progress.report(msg.stats, msg.chars, msg.tokens_per_second)

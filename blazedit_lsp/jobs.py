@@ -43,6 +43,8 @@ class LspJob:
     stats: protocol.Stats | None = None
     streamed: str = ""
     """The engine's output so far (of the region, for a selection)."""
+    attempt: int = 1
+    """The engine's attempt: a second one (after an unchanged reply) streams the file again."""
     ours: str = ""
     """The AI's side of the document as last applied, without the user's typing: ``base``
     until a hunk lands. The document is always ``ours`` plus what the user typed, so the

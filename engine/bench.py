@@ -146,7 +146,7 @@ class Bench:
         if method.startswith("llama-"):
             return self._llama(engine, item, method)
         *_, result = engine.edit(item["before"], item["instruction"], path=item["path"],
-                                 method=method.partition("@")[0])
+                                 method=method.partition("@")[0], retry_unchanged=False)  # as the baselines
         return result.tokens, result.text, result.finish_reason, msgspec.structs.asdict(result.stats)
 
     def _baseline_setup(self, engine: Engine, item: dict):

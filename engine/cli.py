@@ -13,7 +13,7 @@ from pathlib import Path
 
 from engine.cli_base import CliError, add_model_arguments, draft_spec, require_engine
 from engine.daemon_cli import add_engine_commands, add_engine_option, edit_via_daemon
-from engine.guard import UNCHANGED, Removal, removed_definitions
+from engine.guard import SECOND_ATTEMPT, UNCHANGED, Removal, removed_definitions
 from engine.prompts import line_region
 from engine.protocol import METHODS, DecodingOptions, Region
 
@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--in-place", action="store_true", help="replace the file (only if generation finished)")
     out.add_argument("-o", "--output", type=Path, help="write the new file here")
     out.add_argument("--json", action="store_true", help="print one JSON object with the text and statistics")
+    edit.add_argument("--no-retry", dest="retry_unchanged", action="store_false",
+                      help="when the model returns the file unchanged, stop there (default: ask once more, "
+                           "the model saying first what it will change)")
     edit.add_argument("--allow-removals", action="store_true",
                       help="write with --in-place / -o even when the edit removes a function, class or method")
     edit.set_defaults(run=run_edit)
@@ -156,11 +159,11 @@ def run_edit(args: argparse.Namespace) -> int:
             engine = load_engine(args)
             progress.status("reading the file")
             for event in engine.edit(text, args.instruction, path=str(args.path), method=args.method,
-                                     options=options, region=region):
+                                     options=options, region=region, retry_unchanged=args.retry_unchanged):
                 if isinstance(event, Result):
                     result = event
                 else:
-                    progress.update(event.chars, event.stats)
+                    progress.update(event.chars, event.stats, event.attempt)
     except EngineError as exc:
         raise CliError(exc.message) from None
     return report(args, text, spliced(result, text, region))
@@ -221,7 +224,7 @@ def report(args: argparse.Namespace, before: str, result) -> int:
             "drafted": stats.drafted, "accepted": stats.accepted, "seconds": round(stats.seconds, 4),
             "prefill_seconds": round(stats.prefill_seconds, 4),
             "chars_per_second": round(len(result.text) / stats.seconds, 2) if stats.seconds else 0.0,
-            "removed_definitions": [removal_json(r) for r in removals],
+            "removed_definitions": [removal_json(r) for r in removals], "attempt": result.attempt,
         }))
         return 0 if result.finish_reason == "stop" else 1
     writes = args.in_place or args.output
@@ -234,6 +237,8 @@ def report(args: argparse.Namespace, before: str, result) -> int:
         print(f"blazedit: warning: the edit removes {removal}", file=sys.stderr)
     if result.text == before and result.finish_reason == "stop":
         print(f"blazedit: note: {UNCHANGED}", file=sys.stderr)
+    elif result.attempt > 1:
+        print(f"blazedit: note: {SECOND_ATTEMPT}", file=sys.stderr)
     if writes:
         write_atomically(args.output or args.path, result.text)
     elif args.diff:

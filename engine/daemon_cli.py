@@ -201,7 +201,7 @@ def edit_via_daemon(args: argparse.Namespace, text: str, options: protocol.Decod
 
         edit = protocol.Edit(job_id=uuid.uuid4().hex, text=text, instruction=args.instruction,
                              path=str(args.path), document=str(args.path), method=args.method, options=options,
-                             region=region)
+                             region=region, retry_unchanged=args.retry_unchanged)
         with EditProgress(len(text[region.start:region.end] if region else text), enabled=not args.json) as progress:
             progress.status(f"waiting for the engine daemon at {client.address}")
             async for message in client.edit(edit):
@@ -209,7 +209,7 @@ def edit_via_daemon(args: argparse.Namespace, text: str, options: protocol.Decod
                     case protocol.Queued(position=position):
                         progress.status(f"queued behind {position} job(s)")
                     case protocol.Progress():
-                        progress.update(message.chars, message.stats)
+                        progress.update(message.chars, message.stats, message.attempt)
                     case protocol.Done():
                         return message
                     case protocol.Error():

@@ -35,9 +35,10 @@ class EditProgress:
     def status(self, description: str) -> None:
         self._bar.update(self._task, description=description)
 
-    def update(self, chars: int, stats: Stats) -> None:
-        """``chars``: the file text streamed so far."""
+    def update(self, chars: int, stats: Stats, attempt: int = 1) -> None:
+        """``chars``: the file text streamed so far (by this attempt)."""
         total = self._bar.tasks[0].total
+        description = "generating" if attempt == 1 else "unchanged: asking again"
         # An estimate: the output is about as long as the input; never show 100% before the end.
-        self._bar.update(self._task, description="generating", completed=min(chars, total * 0.99),
+        self._bar.update(self._task, description=description, completed=min(chars, total * 0.99),
                          detail=describe(stats))

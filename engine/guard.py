@@ -61,6 +61,10 @@ UNCHANGED = ("the model returned the file unchanged; an instruction that says wh
 """What the editor and the CLI say when an edit comes back as it went (docs/performance.md
 measures how often: the small default model does it on vague instructions)."""
 
+SECOND_ATTEMPT = ("the model first returned the file unchanged; this is its second attempt, "
+                  "made after it said what it would change")
+"""What the CLI says when the edit came from the second attempt (Edit.retry_unchanged)."""
+
 
 def removed_definitions(before: str, after: str, instruction: str, language: str | None) -> list[Removal]:
     """Definitions of ``before`` that ``after`` lacks and the instruction does

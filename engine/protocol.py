@@ -18,7 +18,7 @@ from typing import Annotated, Literal, Union, get_args
 
 import msgspec
 
-PROTOCOL_VERSION = 3  # 3: Warm, Edit.region; 2: Welcome and StatusReply lost the fields no client read
+PROTOCOL_VERSION = 4  # 4: Edit.retry_unchanged, Progress/Done.attempt; 3: Warm, Edit.region; 2: Welcome and StatusReply lost the fields no client read
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 HELLO_MAX_FRAME_BYTES = 64 * 1024
 
@@ -107,7 +107,8 @@ class Edit(Message, tag="edit"):
     document on the same connection cancels the older one. With ``region`` the model
     regenerates only ``text[start:end]`` (the whole file stays in the prompt as
     context), and Progress/Done carry the region's new text, to splice into
-    [start, end).
+    [start, end). ``retry_unchanged``: a whole file that comes back unchanged is asked
+    for once more, the model saying first what it will change (a second ``attempt``).
     """
 
     job_id: str
@@ -119,6 +120,7 @@ class Edit(Message, tag="edit"):
     method: Method = "blazedit"
     options: DecodingOptions = msgspec.field(default_factory=DecodingOptions)
     region: Region | None = None
+    retry_unchanged: bool = True
 
 
 class Warm(Message, tag="warm"):
@@ -210,13 +212,15 @@ class Started(Message, tag="started"):
 
 class Progress(Message, tag="progress"):
     """Streamed after target forward passes; ``text`` is new since the last Progress
-    (of the region's new text, for an Edit with a region)."""
+    (of the region's new text, for an Edit with a region). The first Progress of a
+    new ``attempt`` has no text: the file streams again from its start."""
 
     job_id: str
     text: str
     chars: int
     tokens_per_second: float
-    stats: Stats
+    stats: Stats  # of this attempt
+    attempt: int = 1
 
 
 class Done(Message, tag="done"):
@@ -227,7 +231,8 @@ class Done(Message, tag="done"):
     job_id: str
     text: str
     finish_reason: FinishReason
-    stats: Stats
+    stats: Stats  # of the attempt that wrote ``text``
+    attempt: int = 1
 
 
 class Error(Message, tag="error"):

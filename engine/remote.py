@@ -41,7 +41,7 @@ import engine
 from engine import protocol
 from engine.address import API_KEY_ENVS, OPENAI_PREFIX, AddressError, parse_openai, read_api_key
 from engine.errors import EngineUnavailable
-from engine.prompts import EditPrompt, build, region_problem
+from engine.prompts import EditPrompt, ReplyReader, ask_again, build, region_problem
 from engine.throttle import Throttle
 
 log = logging.getLogger(__name__)
@@ -202,6 +202,7 @@ class RemoteJob:
         self.reader = ReplyReader(self.prompt)
         self.stats = protocol.Stats()
         self.tokens = 0
+        self.attempt = 1
         self._cancelled = asyncio.Event()
         self._stream: openai.AsyncStream | None = None
 
@@ -215,11 +216,32 @@ class RemoteJob:
 
     async def run(self) -> AsyncIterator[protocol.Message]:
         """The job's messages; the stream is closed before the last one goes out (a consumer
-        may stop at it and leave this generator unfinished)."""
-        async for message in self._messages():
-            if isinstance(message, (protocol.Done, protocol.Error)):
-                await self.stop()
-            yield message
+        may stop at it and leave this generator unfinished). A file that comes back
+        unchanged is asked for once more, plan first, as the local engine does."""
+        while True:
+            async for message in self._messages():
+                if isinstance(message, (protocol.Done, protocol.Error)):
+                    await self.stop()
+                    break
+                yield message
+            if not self._asks_again(message):
+                yield message
+                return
+            yield protocol.Progress(job_id=self.edit.job_id, text="", chars=0, tokens_per_second=0.0,
+                                    stats=protocol.Stats(), attempt=self.attempt)
+
+    def _asks_again(self, message: protocol.Message) -> bool:
+        """Whether ``message`` ends a first attempt that calls for a second: then the
+        job is set up for it (the plan-first prompt, a fresh reader and counters)."""
+        edit = self.edit
+        if not (isinstance(message, protocol.Done) and self.attempt == 1 and edit.retry_unchanged
+                and ask_again(edit.text, edit.instruction, self.span, message.finish_reason, message.text)):
+            return False
+        log.info("job %s: the reply was the file unchanged: asking again, plan first", edit.job_id)
+        self.attempt = 2
+        self.prompt = build(edit.text, edit.instruction, edit.path, edit.language, plan_first=True)
+        self.reader, self.stats, self.tokens = ReplyReader(self.prompt), protocol.Stats(), 0
+        return True
 
     async def _messages(self) -> AsyncIterator[protocol.Message]:
         job_id, started_at = self.edit.job_id, time.monotonic()
@@ -348,12 +370,13 @@ class RemoteJob:
         stats = self._timed(started_at)
         decoding = stats.seconds - stats.prefill_seconds
         return protocol.Progress(job_id=self.edit.job_id, text=text, chars=self.reader.chars,
-                                 tokens_per_second=stats.tokens / decoding if decoding > 0 else 0.0, stats=stats)
+                                 tokens_per_second=stats.tokens / decoding if decoding > 0 else 0.0, stats=stats,
+                                 attempt=self.attempt)
 
     def _done(self, finish_reason: protocol.FinishReason, started_at: float) -> protocol.Done:
         text = self.reader.result(complete=finish_reason == "stop")
         return protocol.Done(job_id=self.edit.job_id, text=text, finish_reason=finish_reason,
-                             stats=self._timed(started_at))
+                             stats=self._timed(started_at), attempt=self.attempt)
 
     def _why(self, exc: Exception) -> str:
         if isinstance(exc, openai.APITimeoutError):
@@ -371,56 +394,6 @@ class RemoteJob:
 
 class _Cancelled(Exception):
     """The job was cancelled while waiting for the server."""
-
-
-_OPENING = r"[ \t]*{fence}[\w+#.-]*[ \t]*"
-
-
-class ReplyReader:
-    """The file inside a reply that opens its own fence, fed as it streams.
-
-    Whole lines only: until a line opens the fence, lines are held (a model may
-    write a sentence first); the lines after it are the file, up to the line that
-    starts with the fence. A reply that never opens it is taken whole, as the local
-    engine takes a reply that does not re-open its pre-opened fence.
-    """
-
-    def __init__(self, prompt: EditPrompt):
-        self.prompt = prompt
-        self.opening = re.compile(_OPENING.format(fence=re.escape(prompt.fence)))
-        self.before: list[str] = []  # complete lines before the opening fence
-        self.body: list[str] | None = None  # complete lines after it (None: not opened yet)
-        self.line = ""  # the incomplete last line
-        self.closed = False
-        self.chars = 0  # file text handed out, in the file's line endings
-
-    def feed(self, text: str) -> str:
-        """Add a piece of the reply; returns the file text settled by it."""
-        *complete, self.line = (self.line + text).split("\n")
-        settled = []
-        for line in complete:
-            if self.closed:
-                break
-            if self.body is None:
-                if self.opening.fullmatch(line):
-                    self.body = []
-                else:
-                    self.before.append(line + "\n")
-                continue
-            self.body.append(line + "\n")
-            if line.startswith(self.prompt.fence):
-                self.closed = True
-            else:
-                settled.append(line + "\n")
-        new = self.prompt.restore_layout("".join(settled), complete=False)
-        self.chars += len(new)
-        return new
-
-    def result(self, complete: bool) -> str:
-        """The file: cut at the closing fence and given the input's layout when the reply
-        ended normally, as it stands (line endings only) when it did not."""
-        reply = "".join(self.before if self.body is None else self.body) + ("" if self.closed else self.line)
-        return self.prompt.file_from_reply(reply) if complete else self.prompt.restore_layout(reply, complete=False)
 
 
 def expected_reply(prompt: EditPrompt, text: str, span: tuple[int, int] | None) -> str:

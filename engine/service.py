@@ -281,7 +281,7 @@ class Service:
         stream = _Stream(job, post, self.progress_interval)
         events = self.engine.edit(edit.text, edit.instruction, path=edit.path, language=edit.language,
                                   method=edit.method, options=edit.options, region=edit.region,
-                                  should_stop=job.stop.is_set)
+                                  retry_unchanged=edit.retry_unchanged, should_stop=job.stop.is_set)
         terminal: protocol.Message = protocol.Error(
             code="internal", message="the engine ended without a result", job_id=edit.job_id)
         with contextlib.closing(events):  # the engine files the prompt's KV cache on close, on this thread
@@ -290,7 +290,7 @@ class Service:
                     stream.flush()
                     terminal = self._terminal(job, event)
                     break
-                stream.step(event.text, event.chars, event.stats)
+                stream.step(event.text, event.chars, event.stats, event.attempt)
         self.cache_usage = self._read_cache_usage()
         post(terminal)
 
@@ -345,7 +345,7 @@ class Service:
         if result.finish_reason == "cancelled":
             return self._stopped_message(job, job.stop_reason, result.text, result.stats)
         return protocol.Done(job_id=job.edit.job_id, text=result.text, finish_reason=result.finish_reason,
-                             stats=result.stats)
+                             stats=result.stats, attempt=result.attempt)
 
 
 class _Stream:
@@ -357,9 +357,15 @@ class _Stream:
         self.pending: list[str] = []
         self.stats: protocol.Stats | None = None
         self.chars = 0  # file text streamed so far (the engine counts it)
+        self.attempt = 1
 
-    def step(self, text: str, chars: int, stats: protocol.Stats) -> None:
+    def step(self, text: str, chars: int, stats: protocol.Stats, attempt: int = 1) -> None:
         self.job.tokens = stats.tokens
+        if attempt != self.attempt:  # what was streamed is void: say so at once
+            self.flush()
+            self.attempt, self.stats, self.chars = attempt, stats, 0
+            self.post(protocol.Progress(job_id=self.job.edit.job_id, text="", chars=0, tokens_per_second=0.0,
+                                        stats=stats, attempt=attempt))
         if not self.started:
             self.started = True
             self.post(protocol.Started(job_id=self.job.edit.job_id, queue_position=self.job.queue_position,
@@ -379,4 +385,4 @@ class _Stream:
         decoding = stats.seconds - stats.prefill_seconds
         self.post(protocol.Progress(job_id=self.job.edit.job_id, text=text, chars=self.chars,
                                     tokens_per_second=stats.tokens / decoding if decoding > 0 else 0.0,
-                                    stats=stats))
+                                    stats=stats, attempt=self.attempt))

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import os
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Generator, Iterator
 
 import msgspec
 import torch
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PREFIX_CACHE_BYTES = 1 << 30
 WARM_CHUNK_TOKENS = 128  # prefill per forward pass while warming: an edit waits for at most one such pass
 WARM_MARGIN_TOKENS = 4  # warming stops this short of the file's end: tokens at the boundary may merge differently
+PLAN_TOKENS = 256  # room for the sentence a second attempt writes before the file
 
 
 class EngineError(Exception):
@@ -48,7 +49,8 @@ class EngineError(Exception):
 class EditStep:
     text: str  # file (or region) text that is new since the last step
     chars: int  # file (or region) text streamed so far, this step's included
-    stats: Stats
+    stats: Stats  # of this attempt
+    attempt: int = 1  # a new attempt streams the file again from its start
 
 
 @dataclass
@@ -57,6 +59,7 @@ class Result:
     finish_reason: FinishReason
     stats: Stats
     tokens: list[int]  # the generated reply tokens (for identity checks)
+    attempt: int = 1  # 2: the first reply was the file unchanged, and this is the second
 
 
 @dataclass
@@ -165,9 +168,14 @@ class Engine:
 
     def edit(self, text: str, instruction: str, *, path: str = "", language: str | None = None,
              method: str = "blazedit", options: DecodingOptions | None = None, region: Region | None = None,
+             retry_unchanged: bool = True,
              should_stop: Callable[[], bool] = lambda: False) -> Iterator[EditStep | Result]:
         """Regenerate ``text``, or only its ``region`` (the events then carry the region's
         new text); yields EditSteps while decoding, then one Result.
+
+        ``retry_unchanged``: a whole file that comes back unchanged is asked for once
+        more, with the model saying first what it will change (prompts.PLAN_FIRST); the
+        second attempt's EditSteps have ``attempt`` 2 and stream the file from its start.
 
         Raises EngineError before the first event for input it cannot handle."""
         options = options or DecodingOptions()
@@ -192,24 +200,53 @@ class Engine:
                 f"exceeds the model's context of {context} tokens",
             )
         max_new = options.max_new_tokens or min(max_new_tokens_for(file_tokens), context - len(ids))
+        result = yield from self._attempt(prompt, ids, copy_end, copy_start, max_new, method, options, should_stop)
+        if retry_unchanged and prompts.ask_again(text, instruction, span, result.finish_reason, result.text):
+            prompt = prompts.build(text, instruction, path, language, plan_first=True)
+            ids, copy_end, copy_start = self._encode(prompt)
+            max_new = min(max_new + PLAN_TOKENS, context - len(ids))
+            if max_new >= needed:
+                log.info("the reply was the file unchanged: asking again, plan first")
+                result = yield from self._attempt(prompt, ids, copy_end, copy_start, max_new, method, options,
+                                                  should_stop, attempt=2)
+        yield result
+
+    def _attempt(self, prompt: prompts.EditPrompt, ids: list[int], copy_end: int, copy_start: int, max_new: int,
+                 method: str, options: DecodingOptions, should_stop: Callable[[], bool],
+                 attempt: int = 1) -> Generator[EditStep, None, Result]:
+        """One decoding of an edit prompt: yields its EditSteps, returns its Result."""
         detok = Detokenizer(self.tokenizer)
-        stop = StopRule(self.eos, prompt.fence, max_new)
+        stop = StopRule(self.eos, prompt.fence, max_new, opens_fence=prompt.opens_fence)
+        reader = prompts.ReplyReader(prompt) if prompt.opens_fence else None
         streamed = chars = 0  # of the reply, and of the file text yielded
         tokens: list[int] = []
+        if attempt > 1:  # tells a consumer to start the file again
+            yield EditStep("", 0, Stats(), attempt)
         with contextlib.closing(self._decode(ids, detok, stop, method, options, should_stop, copy_end,
                                              copy_start)) as steps:
             for step in steps:
                 tokens += step.tokens
                 if step.finish_reason is None:
-                    safe = max(prompts.stream_safe_length(detok.text, prompt.fence), streamed)
-                    new = prompt.restore_layout(detok.text[streamed:safe], complete=False)
+                    if reader is not None:
+                        new = reader.feed(detok.text[streamed:])
+                        streamed = len(detok.text)
+                    else:
+                        safe = max(prompts.stream_safe_length(detok.text, prompt.fence), streamed)
+                        new = prompt.restore_layout(detok.text[streamed:safe], complete=False)
+                        streamed = safe
                     chars += len(new)
-                    yield EditStep(new, chars, _copy(step.stats))
-                    streamed = safe
+                    yield EditStep(new, chars, _copy(step.stats), attempt)
                     continue
                 complete = step.finish_reason == "stop"
-                final = prompt.file_from_reply(detok.text) if complete else prompt.restore_layout(detok.text, False)
-                yield Result(final, step.finish_reason, _copy(step.stats), tokens)
+                if reader is not None:
+                    reader.feed(detok.text[streamed:])
+                    final = reader.result(complete)
+                elif complete:
+                    final = prompt.file_from_reply(detok.text)
+                else:
+                    final = prompt.restore_layout(detok.text, False)
+                return Result(final, step.finish_reason, _copy(step.stats), tokens, attempt)
+        raise EngineError("internal", "the decoding loop ended without a finish reason")
 
     def complete(self, completion: Completion,
                  should_stop: Callable[[], bool] = lambda: False) -> Iterator[CompletionStep | CompletionResult]:

@@ -13,6 +13,7 @@ from typing import Callable, Iterator, Sequence
 
 from engine.decoding.cached_model import CachedModel, common_prefix_length, verify
 from engine.decoding.strategies import Strategy
+from engine.prompts import file_start
 from engine.protocol import FinishReason, Stats
 
 
@@ -52,6 +53,7 @@ class StopRule:
     fence: str  # a line starting with it closes the code block: the file is complete ("": no fence)
     max_new_tokens: int
     strings: tuple[str, ...] = ()  # the reply ends where one of these appears (OpenAI's ``stop``)
+    opens_fence: bool = False  # the reply opens the code block itself: the fence line after that one closes it
 
 
 class Stopper:
@@ -60,6 +62,7 @@ class Stopper:
     def __init__(self, rule: StopRule, detok: Detokenizer):
         self.rule, self.detok = rule, detok
         self.tokens: list[int] = []  # generated tokens taken so far (EOS is never taken)
+        self.file_start = None if rule.opens_fence else 0  # where the code block's text begins in the reply
 
     def push(self, token: int) -> FinishReason | None:
         """Take one generated token; return why to stop after it, if it ends the output."""
@@ -68,13 +71,20 @@ class Stopper:
         self.tokens.append(token)
         checked = len(self.detok.text)
         self.detok.add(token)
-        if self.rule.fence and closes_file(self.detok.text, self.rule.fence, checked):
+        if self.rule.fence and self._closes_file(checked):
             return "stop"
         if stop_string_at(self.detok.text, self.rule.strings, checked) is not None:
             return "stop"
         if len(self.tokens) >= self.rule.max_new_tokens:
             return "length"
         return None
+
+    def _closes_file(self, checked: int) -> bool:
+        if self.file_start is None:
+            self.file_start = file_start(self.detok.text, self.rule.fence)
+            if self.file_start is None:
+                return False
+        return closes_file(self.detok.text, self.rule.fence, max(checked, self.file_start), self.file_start)
 
 
 @dataclass
@@ -129,11 +139,11 @@ def generate(
         yield DecodeStep(emitted, detok.text[shown:], None, stats)
 
 
-def closes_file(reply: str, fence: str, checked: int = 0) -> bool:
+def closes_file(reply: str, fence: str, checked: int = 0, start: int = 0) -> bool:
     """Whether the reply has reached a line that starts with the closing fence,
-    looking only at what is new since ``checked``: the one stop rule on the fence,
-    which the benchmark also gives transformers' generate()."""
-    return reply.startswith(fence) or reply.find("\n" + fence, max(checked - len(fence), 0)) >= 0
+    looking only at what is new since ``checked`` and after the file's ``start``: the
+    one stop rule on the fence, which the benchmark also gives transformers' generate()."""
+    return reply.startswith(fence, start) or reply.find("\n" + fence, max(checked - len(fence), start)) >= 0
 
 
 def stop_string_at(reply: str, strings: Sequence[str], checked: int = 0) -> int | None:

@@ -40,6 +40,9 @@ class FakeEngine:
         self.path = path
         self.respond: Callable[[protocol.Edit], tuple[str, str]] = lambda e: (e.text.upper(), "stop")
         self.hold = False
+        self.unchanged_first = False
+        """Stream the file unchanged first, then (for an Edit with ``retry_unchanged``)
+        a second attempt with ``respond``'s text, as the engine does after an unchanged reply."""
         self.error: tuple[str, str] | None = None
         """(code, message): answer every job with this Error instead."""
         self.jobs: list[FakeJob] = []
@@ -141,10 +144,20 @@ class FakeEngine:
         text, finish_reason = self.respond(edit)
         stats = protocol.Stats(prompt_tokens=len(edit.text) // 4)
         await send(writer, protocol.Started(job_id=edit.job_id, queue_position=0))
+        attempt = 1
+        if self.unchanged_first:
+            await send(writer, protocol.Progress(job_id=edit.job_id, text=edit.text, chars=len(edit.text),
+                                                 tokens_per_second=42.0, stats=stats))
+            if not edit.retry_unchanged:
+                text = edit.text
+            else:
+                attempt = 2
+                await send(writer, protocol.Progress(job_id=edit.job_id, text="", chars=0, tokens_per_second=0.0,
+                                                     stats=stats, attempt=attempt))
         half = text[: len(text) // 2]
         stats.tokens, stats.drafted, stats.accepted = len(half) // 4, len(half) // 4, len(half) // 5
         await send(writer, protocol.Progress(
-            job_id=edit.job_id, text=half, chars=len(half), tokens_per_second=42.0, stats=stats))
+            job_id=edit.job_id, text=half, chars=len(half), tokens_per_second=42.0, stats=stats, attempt=attempt))
         job.started.set()
         if self.hold:
             release = asyncio.ensure_future(job.release.wait())
@@ -158,7 +171,7 @@ class FakeEngine:
         stats.tokens = len(text) // 4
         with contextlib.suppress(ConnectionError):
             await send(writer, protocol.Done(
-                job_id=edit.job_id, text=text, finish_reason=finish_reason, stats=stats))
+                job_id=edit.job_id, text=text, finish_reason=finish_reason, stats=stats, attempt=attempt))
         job.ended.set()
 
 

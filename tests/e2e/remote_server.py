@@ -26,7 +26,7 @@ from pathlib import Path
 from daemon_harness import DaemonProcess, free_port
 
 from engine import prompts
-from engine.remote import EXTRA_SAMPLING, SAMPLING, ReplyReader
+from engine.remote import EXTRA_SAMPLING, SAMPLING
 
 KEY = f"sk-blazedit-test-{secrets.token_hex(8)}"
 GGML_TYPE_F32 = 0  # a float32 KV cache: greedy choices do not depend on how the prompt was batched
@@ -154,6 +154,6 @@ def reference(url: str, model: str, text: str, instruction: str, path: str, lang
             if chunk.choices:
                 reply += chunk.choices[0].delta.content or ""
                 finish = chunk.choices[0].finish_reason or finish
-    reader = ReplyReader(prompt)
+    reader = prompts.ReplyReader(prompt)
     reader.feed(reply)
     return reader.result(complete=finish == "stop"), finish

@@ -23,6 +23,7 @@ from pytest_lsp import ClientServerConfig, LanguageClient
 from pytest_lsp.client import captured_exception_key
 
 from blazedit_lsp.actions import KIND
+from blazedit_lsp.editing import ASKING_AGAIN
 from engine.guard import UNCHANGED
 
 URI = "file:///work/demo.py"
@@ -615,6 +616,25 @@ async def test_opening_a_document_warms_what_its_edit_will_send(client: Language
     assert (await editor.edit(URI))["state"] == "applied"
     assert fake.jobs[0].edit.text == warm.text  # exactly the text the edit sent
     assert fake.warms == [warm]  # the edit's own change is warmed only after warmDelayMs (1.5 s)
+
+
+@pytest.mark.parametrize("retry", [True, False])
+async def test_an_unchanged_reply_is_asked_for_again(client: LanguageClient, fake: FakeEngine, retry: bool):
+    """The file streams unchanged (nothing to apply), then the engine's second attempt
+    streams it again from its start: the edit applied is the second one's, exactly."""
+    editor = editor_of(client)
+    editor.configure({"retryUnchanged": retry})
+    fake.respond, fake.unchanged_first = swap_words, True
+    editor.open(URI, TEXT)
+    result = await editor.edit(URI, RENAME)
+    assert fake.jobs[0].edit.retry_unchanged is retry
+    reports = [r.message for r in editor.progress(types.WorkDoneProgressReport)]
+    if retry:
+        assert result["state"] == "applied" and editor.text(URI) == swap(TEXT)
+        assert ASKING_AGAIN in reports
+    else:
+        assert result["state"] == "unchanged" and editor.applied == [] and ASKING_AGAIN not in reports
+        assert editor.messages(types.MessageType.Info) == [f"Blazedit: {UNCHANGED}"]
 
 
 async def test_typing_warms_once_after_the_pause(quick_warm: LanguageClient, fake: FakeEngine):

@@ -24,7 +24,8 @@ from engine.daemon import ServeOptions  # noqa: E402
 from engine.decoding.cost import ForwardCost  # noqa: E402
 from engine.openai_api import Settings, bind, serve  # noqa: E402
 from engine.protocol import DecodingOptions, Done, Edit, Progress, Started  # noqa: E402
-from engine.remote import RemoteEngineClient, ReplyReader  # noqa: E402
+from engine.prompts import ReplyReader  # noqa: E402
+from engine.remote import RemoteEngineClient  # noqa: E402
 from engine.service import Service  # noqa: E402
 from engine.session import CompletionResult, Engine  # noqa: E402
 from tests.e2e.daemon_harness import TIMEOUT, DaemonProcess, free_port  # noqa: E402

@@ -187,3 +187,17 @@ def test_lookup_resumes_copying_after_an_edit_where_passes_are_costly(method):
     stats = steps[-1].stats
     assert stats.accepted > len(body) * 0.8  # the untouched 30 lines after the edit are copied too
     assert stats.target_forward_passes < 60
+
+
+@pytest.mark.parametrize("method", ["regular", "pld", "blazedit"])
+def test_a_reply_that_opens_its_own_fence_stops_at_the_fence_after_it(method):
+    body = "def f():\n    return 2\n"
+    reply = "I will return 2, not 1.\n```python\n" + body + "```\nDone!\n"
+    prompt, target_reply = ids("```python\ndef f():\n    return 1\n```\nEdit it.\n"), ids(reply)
+    target = CachedModel(ScriptedRuntime(prompt, target_reply))
+    strategy = strategies.make(method, DecodingOptions(), CachedModel(ScriptedRuntime(prompt, target_reply)), {EOS},
+                               ForwardCost.flat(), ForwardCost.flat(0.01))
+    detok = Detokenizer(TOK)
+    steps = list(generate(target, strategy, prompt, detok, StopRule({EOS}, "```", 1000, opens_fence=True)))
+    assert steps[-1].finish_reason == "stop" and detok.text == reply[: reply.index(body) + len(body) + 3]
+    assert prompts.file_start(detok.text, "```") == reply.index(body)

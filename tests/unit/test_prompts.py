@@ -142,3 +142,47 @@ def test_the_context_ends_at_the_files_closing_fence_whatever_the_file(text):
 def test_regions_on_line_boundaries_are_fine():
     assert prompts.region_problem("a\r\nb", 3, 4) is None  # after a CRLF; to the end without a newline
     assert prompts.region_problem("a\nb\n", 4, 4) is None  # empty, at the end
+
+
+# ---------------------------------------------------------------- the reader of a reply that opens its own fence
+
+
+def read(reply: str, text: str = "def f():\n    return 1\n", pieces: int = 1) -> tuple[str, str, bool]:
+    """(the file, what was streamed, closed), feeding ``reply`` in ``pieces`` parts."""
+    reader = prompts.ReplyReader(prompts.build(text, "x", "f.py"))
+    size = max(1, len(reply) // pieces)
+    streamed = "".join(reader.feed(reply[i:i + size]) for i in range(0, len(reply), size))
+    assert reader.chars == len(streamed)
+    return reader.result(complete=True), streamed, reader.closed
+
+
+@pytest.mark.parametrize("pieces", [1, 3, 1000])
+def test_the_file_is_inside_the_fence_however_the_reply_is_cut(pieces):
+    assert read("```python\ndef f() -> int:\n    return 1\n```\nThat is all.", pieces=pieces) == (
+        "def f() -> int:\n    return 1\n",) * 2 + (True,)
+
+
+def test_a_sentence_before_the_fence_is_skipped():
+    assert read("Sure! Here it is:\n\n```py\ndef g():\n    pass\n```\n")[::2] == ("def g():\n    pass\n", True)
+
+
+def test_a_reply_without_a_fence_is_taken_whole():
+    assert read("def g():\n    pass")[::2] == ("def g():\n    pass", False)  # as the local engine does
+
+
+def test_a_longer_fence_for_a_file_with_backticks():
+    text = 'doc = """\n```\nx\n```\n"""\n'
+    reply = '````python\ndoc = """\n```\ny\n```\n"""\n````'
+    assert read(reply, text)[::2] == ('doc = """\n```\ny\n```\n"""\n', False)  # closed once its line is whole
+
+
+def test_an_empty_file():
+    assert read("```python\n```\n") == ("", "", True)
+
+
+def test_a_plan_first_prompt_asks_for_the_plan_and_opens_nothing():
+    p = prompts.build("x = 1\n", "rename x", "mod.py", plan_first=True)
+    assert p.opens_fence and p.reply_prefix == "" and p.messages[-1]["content"].endswith(prompts.PLAN_FIRST)
+    assert not prompts.build("x = 1\n", "rename x").opens_fence
+    assert prompts.file_start("Plan.\n```python\nx", p.fence) == len("Plan.\n```python\n")
+    assert prompts.file_start("Plan with ```python inline\n", p.fence) is None

@@ -10,6 +10,7 @@ import json
 import socket
 from pathlib import Path
 
+import msgspec
 import pytest
 
 pytest.importorskip("uvicorn")
@@ -24,7 +25,7 @@ from engine.address import AddressError, parse_openai  # noqa: E402
 from engine.client import EngineClient, engine_client  # noqa: E402
 from engine.errors import EngineUnavailable  # noqa: E402
 from engine.prompts import build  # noqa: E402
-from engine.remote import RemoteEngineClient, ReplyReader  # noqa: E402
+from engine.remote import RemoteEngineClient  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 TEXT = "def f():\n    return 1\n"
@@ -134,6 +135,24 @@ async def test_a_reply_becomes_started_progress_and_the_file(server):
     sent = server.requests[0]
     assert sent["model"] == "served-model" and sent["temperature"] == 0 and sent["stream"] is True
     assert sent["messages"] == build(TEXT, "add type hints", "f.py").messages and "max_tokens" not in sent
+
+
+@pytest.mark.parametrize("retry", [True, False])
+async def test_an_unchanged_reply_is_asked_for_again_plan_first(server, retry):
+    server.reply("```python\n", TEXT, "```\n")
+    server.reply("I will add the return type.\n", "```python\n", EDITED, "```\n")
+    messages = await run(RemoteEngineClient(server.url), msgspec.structs.replace(edit(), retry_unchanged=retry))
+    done = messages[-1]
+    assert isinstance(done, protocol.Done) and done.finish_reason == "stop"
+    if not retry:
+        assert done.text == TEXT and done.attempt == 1 and len(server.requests) == 1
+        return
+    assert done.text == EDITED and done.attempt == 2 and len(server.requests) == 2
+    assert server.requests[1]["messages"] == build(TEXT, "add type hints", "f.py", plan_first=True).messages
+    progress = [m for m in messages if isinstance(m, protocol.Progress)]
+    restart = next(i for i, m in enumerate(progress) if m.attempt == 2)
+    assert progress[restart].text == "" and progress[restart].chars == 0
+    assert EDITED.startswith("".join(m.text for m in progress[restart:]))  # (throttled: the rest is in Done)
 
 
 async def test_line_endings_and_the_length_limit(server):
@@ -338,42 +357,6 @@ def test_bad_openai_addresses(text, words):
         parse_openai(text)
     with pytest.raises(EngineUnavailable, match="bad engine address"):
         RemoteEngineClient(text)
-
-
-# ---------------------------------------------------------------- the reply reader
-
-
-def read(reply: str, text: str = TEXT, pieces: int = 1) -> tuple[str, str, bool]:
-    """(the file, what was streamed, closed), feeding ``reply`` in ``pieces`` parts."""
-    reader = ReplyReader(build(text, "x", "f.py"))
-    size = max(1, len(reply) // pieces)
-    streamed = "".join(reader.feed(reply[i:i + size]) for i in range(0, len(reply), size))
-    assert reader.chars == len(streamed)
-    return reader.result(complete=True), streamed, reader.closed
-
-
-@pytest.mark.parametrize("pieces", [1, 3, 1000])
-def test_the_file_is_inside_the_fence_however_the_reply_is_cut(pieces):
-    assert read("```python\ndef f() -> int:\n    return 1\n```\nThat is all.", pieces=pieces) == (
-        EDITED, EDITED, True)
-
-
-def test_a_sentence_before_the_fence_is_skipped():
-    assert read("Sure! Here it is:\n\n```py\ndef g():\n    pass\n```\n")[::2] == ("def g():\n    pass\n", True)
-
-
-def test_a_reply_without_a_fence_is_taken_whole():
-    assert read("def g():\n    pass")[::2] == ("def g():\n    pass", False)  # as the local engine does
-
-
-def test_a_longer_fence_for_a_file_with_backticks():
-    text = 'doc = """\n```\nx\n```\n"""\n'
-    reply = '````python\ndoc = """\n```\ny\n```\n"""\n````'
-    assert read(reply, text)[::2] == ('doc = """\n```\ny\n```\n"""\n', False)  # closed once its line is whole
-
-
-def test_an_empty_file():
-    assert read("```python\n```\n") == ("", "", True)
 
 
 # ---------------------------------------------------------------- bench/remote_latency.py

@@ -16,6 +16,7 @@ export interface ServerSettings {
   commandTimeoutMs?: number;
   applyWhileStreaming?: boolean;
   guardRemovals?: GuardRemovals;
+  retryUnchanged?: boolean;
   warm?: Warm;
   warmDelayMs?: number;
   maxNewTokens?: number;
@@ -54,6 +55,7 @@ export const SERVER_KEYS: Readonly<Record<keyof ServerSettings, Kind>> = {
   commandTimeoutMs: 'nonNegativeInt',
   applyWhileStreaming: 'boolean',
   guardRemovals: 'guardRemovals',
+  retryUnchanged: 'boolean',
   warm: 'warm',
   warmDelayMs: 'nonNegativeInt',
   maxNewTokens: 'positiveInt',

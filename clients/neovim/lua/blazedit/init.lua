@@ -42,6 +42,7 @@ M.server_keys = {
   'commandTimeoutMs',
   'applyWhileStreaming',
   'guardRemovals',
+  'retryUnchanged',
   'warm',
   'warmDelayMs',
   'maxNewTokens',

@@ -6,12 +6,14 @@ API; for each item, in a rotating order:
 - ``native``: the daemon's Edit (what `blazedit edit` and the language server send);
 - ``openai+prediction``: the same prompt as chat messages (the reply pre-opened with its
   fence, stopped at the closing one), ``prediction`` = the file, through the `openai` SDK;
-- ``openai``: the same request without ``prediction``.
+- ``openai``: the same request without ``prediction``;
+- ``greedy`` (with ``--greedy``): the native Edit decoded by plain greedy decoding (method
+  ``regular``: no lookup, no draft), the speed of a server that copies nothing.
 Before each item the daemon warms "system + file" (a Warm, waited for), so every run
 starts from the same cached prefix (each run also files its own prompt: the later runs
 of an item reuse a few more tokens; cached tokens are recorded, and the order rotates).
 
-    python bench/openai_apply.py bench/data/edits-requests.jsonl --spread 4 [--repeat 2] [--out DIR]
+    python bench/openai_apply.py bench/data/edits-requests.jsonl --spread 4 [--repeat 2] [--greedy] [--out DIR]
     python bench/openai_apply.py DATASET --out DIR --summarize   # results.md again from DIR/results.jsonl
 
 Per run: wall seconds (request to the whole answer), tokens, target forward passes,
@@ -40,7 +42,7 @@ from engine import prompts, protocol
 from engine.bench import by_size, evenly
 from engine.client import EngineClient
 
-RUNS = ("native", "openai+prediction", "openai")
+RUNS = ("native", "openai+prediction", "openai", "greedy")
 COPY_HEAVY = 0.9
 
 
@@ -50,8 +52,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def native(client: EngineClient, item: dict, job_id: str) -> dict:
-    edit = protocol.Edit(job_id=job_id, text=item["before"], instruction=item["instruction"], path=item["path"])
+async def native(client: EngineClient, item: dict, job_id: str, method: protocol.Method = "blazedit") -> dict:
+    edit = protocol.Edit(job_id=job_id, text=item["before"], instruction=item["instruction"], path=item["path"],
+                         method=method, retry_unchanged=False)  # one attempt, as the OpenAI requests
     start = time.perf_counter()
     async for message in client.edit(edit):
         if isinstance(message, protocol.Done):
@@ -91,7 +94,8 @@ async def warm(client: EngineClient, item: dict) -> None:
         await asyncio.sleep(0.2)
 
 
-async def measure(workdir: Path, model_args: list[str], items: list[dict], repeat: int) -> list[dict]:
+async def measure(workdir: Path, model_args: list[str], items: list[dict], repeat: int,
+                  runs: tuple[str, ...]) -> list[dict]:
     """Start the daemon (as an editor would: spawned on the first connection, here with
     the OpenAI API on a free port), run the items, stop it."""
     port, rows = free_port(), []
@@ -105,10 +109,11 @@ async def measure(workdir: Path, model_args: list[str], items: list[dict], repea
             for round_ in range(repeat):
                 for n, item in enumerate(items):
                     await warm(client, item)
-                    shift = (n + round_) % len(RUNS)
-                    for run in RUNS[shift:] + RUNS[:shift]:
-                        if run == "native":
-                            result = await native(client, item, f"bench-{round_}-{n}")
+                    shift = (n + round_) % len(runs)
+                    for run in runs[shift:] + runs[:shift]:
+                        if run in ("native", "greedy"):
+                            result = await native(client, item, f"bench-{round_}-{n}-{run}",
+                                                  "regular" if run == "greedy" else "blazedit")
                         else:
                             result = await asyncio.to_thread(chat, sdk, model, item, run == "openai+prediction")
                         text = result.pop("text")
@@ -133,32 +138,41 @@ def summary(rows: list[dict]) -> str:
     by = {}
     for row in rows:
         by.setdefault((row["id"], row["round"]), {})[row["run"]] = row
-    groups = [g for g in by.values() if len(g) == len(RUNS)]
-    lines = ["| item | round | chars | native (s) | openai+prediction (s) | openai (s) | prediction accepted | "
-             "+prediction / native | without / with prediction | same text |", "|---|---|---|---|---|---|---|---|---|---|"]
+    runs = [run for run in RUNS if any(row["run"] == run for row in rows)]
+    greedy = "greedy" in runs
+    groups = [g for g in by.values() if len(g) == len(runs)]
+    lines = ["| item | round | chars | native (s) | openai+prediction (s) | openai (s) | " + ("greedy (s) | " * greedy)
+             + "prediction accepted | +prediction / native | without / with prediction | "
+             + ("greedy / with prediction | " * greedy) + "same text |", "|---" * (10 + 2 * greedy) + "|"]
     heavy, everything = [], []
     for g in groups:
         n, p, o = g["native"], g["openai+prediction"], g["openai"]
         accepted = p["accepted_prediction_tokens"] / max(p["accepted_prediction_tokens"] + p["rejected_prediction_tokens"], 1)
-        ratios = (p["seconds"] / n["seconds"], o["seconds"] / p["seconds"])
+        ratios = (p["seconds"] / n["seconds"], o["seconds"] / p["seconds"]) + (
+            (g["greedy"]["seconds"] / p["seconds"],) if greedy else ())
         everything.append(ratios)
         if accepted >= COPY_HEAVY:
             heavy.append(ratios)
-        same = n["text_sha"] == p["text_sha"] == o["text_sha"]
-        lines.append(f"| {n['id']} | {n['round']} | {n['chars']} | {n['seconds']:.2f} | {p['seconds']:.2f} | "
-                     f"{o['seconds']:.2f} | {accepted:.0%} | {ratios[0]:.3f} | {ratios[1]:.3f} | {same} |")
+        same = len({r["text_sha"] for r in g.values()}) == 1
+        cells = [n["id"], n["round"], n["chars"]] + [f"{g[run]['seconds']:.2f}" for run in runs] + [
+            f"{accepted:.0%}"] + [f"{r:.3f}" for r in ratios] + [same]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
     for round_ in sorted({g["native"]["round"] for g in groups}):
-        total = {run: sum(g[run]["seconds"] for g in groups if g[run]["round"] == round_) for run in RUNS}
+        total = {run: sum(g[run]["seconds"] for g in groups if g[run]["round"] == round_) for run in runs}
         lines.append(f"\nround {round_}, all items' wall time: native {total['native']:.2f} s, openai+prediction "
                      f"{total['openai+prediction']:.2f} s ({total['openai+prediction'] / total['native']:.3f}x), "
                      f"openai {total['openai']:.2f} s ({total['openai'] / total['openai+prediction']:.3f}x "
-                     "openai+prediction)")
+                     "openai+prediction)" + (f", greedy {total['greedy']:.2f} s "
+                                              f"({total['greedy'] / total['openai+prediction']:.3f}x openai+prediction)"
+                                              if greedy else ""))
     for name, part in (("all items", everything), (f"replies copying >= {COPY_HEAVY:.0%} of the file", heavy)):
         if part:
             lines.append(f"\n{name} ({len(part)} runs): openai+prediction / native: median "
                          f"{statistics.median(r[0] for r in part):.3f}, max {max(r[0] for r in part):.3f}; "
                          f"without / with prediction: median {statistics.median(r[1] for r in part):.3f}, "
-                         f"min {min(r[1] for r in part):.3f}")
+                         f"min {min(r[1] for r in part):.3f}" + (
+                             f"; greedy / with prediction: median {statistics.median(r[2] for r in part):.3f}, "
+                             f"min {min(r[2] for r in part):.3f}" if greedy else ""))
     return "\n".join(lines)
 
 
@@ -167,6 +181,7 @@ def main() -> int:
     parser.add_argument("dataset", type=Path)
     parser.add_argument("--spread", type=int, default=4, help="items evenly spread over the file sizes")
     parser.add_argument("--repeat", type=int, default=1, help="rounds over the items (the VM is noisy)")
+    parser.add_argument("--greedy", action="store_true", help="also time plain greedy decoding (native, method regular)")
     parser.add_argument("--model", default=None, help="the daemon's --model (default: the default pair)")
     parser.add_argument("--out", type=Path, default=None, help="write results.jsonl and results.md here")
     parser.add_argument("--summarize", action="store_true", help="only rewrite --out's results.md from its results.jsonl")
@@ -177,7 +192,8 @@ def main() -> int:
         return 0
     items = evenly([json.loads(line) for line in args.dataset.open()], args.spread, key=by_size)
     with tempfile.TemporaryDirectory(prefix="blazedit-bench-") as tmp:
-        rows = asyncio.run(measure(Path(tmp), ["--model", args.model] if args.model else [], items, args.repeat))
+        runs = RUNS if args.greedy else RUNS[:-1]
+        rows = asyncio.run(measure(Path(tmp), ["--model", args.model] if args.model else [], items, args.repeat, runs))
     table = summary(rows)
     print(table)
     if args.out:

@@ -58,6 +58,9 @@ class Config(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only
     command_timeout_ms: Annotated[int, msgspec.Meta(ge=0)] = 100_000
     """How long blazedit.editFile may hold its request open before answering
     and applying later through workspace/applyEdit (Zed gives up at 120 s)."""
+    apply_timeout_ms: protocol.Positive = 30_000
+    """How long to wait for the editor's answer to one workspace/applyEdit: an editor
+    that never answers must not hold the job (and the document's next edit) forever."""
     apply_while_streaming: bool = True
     """Apply each hunk as soon as the output has moved past it and copies the file
     again (edits.settled); False: apply the whole edit at the end."""

@@ -172,6 +172,9 @@ class LiveApply:
             if self.stopped is None:
                 try:
                     await self._apply_settled()
+                except EditorSilent as e:
+                    self.stopped = str(e)
+                    log.warning("job %s: streaming apply stops: %s", self.job.id, e)
                 except Exception:  # boundary: a failed early apply leaves the end to apply it all
                     log.exception("job %s: applying settled hunks failed", self.job.id)
                     self.stopped = "an error (see the log)"
@@ -338,7 +341,7 @@ async def _apply(ls: Host, job: LspJob, result: str) -> tuple[str, str]:
                 else ("unchanged", "no changes")
         try:
             response = await send_edits(ls, job.uri, version, edits, f"Blazedit: {job.instruction}")
-        except JsonRpcException as e:  # boundary: the client answered with an error
+        except (JsonRpcException, EditorSilent) as e:  # boundary: the client answered with an error, or not at all
             ls.tell(types.MessageType.Error, f"Blazedit: the editor did not apply the edit: {e}")
             return "failed", f"the editor did not apply the edit: {e}"
         if response.applied:
@@ -355,10 +358,19 @@ async def _apply(ls: Host, job: LspJob, result: str) -> tuple[str, str]:
     return "refused", "not applied: the document kept changing"
 
 
+class EditorSilent(Exception):
+    """The editor did not answer a workspace/applyEdit in time (applyTimeoutMs)."""
+
+
 async def send_edits(ls: Host, uri: str, version: int | None, edits: list[types.TextEdit], label: str):
     """One workspace/applyEdit of ``edits`` to the document at ``version``; the client's answer."""
     params = types.ApplyWorkspaceEditParams(edit=_workspace_edit(ls, uri, version, edits), label=label)
-    return await ls.workspace_apply_edit_async(params)
+    timeout = ls.config.apply_timeout_ms / 1000
+    try:
+        return await asyncio.wait_for(ls.workspace_apply_edit_async(params), timeout)
+    except asyncio.TimeoutError:
+        raise EditorSilent(f"the editor did not answer workspace/applyEdit within {timeout:g} s "
+                           "(setting applyTimeoutMs); check the buffer: the edit may still land") from None
 
 
 def _workspace_edit(ls: Host, uri: str, version: int | None, edits: list[types.TextEdit]) -> types.WorkspaceEdit:

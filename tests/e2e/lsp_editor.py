@@ -34,6 +34,7 @@ class Editor:
         self.applied: list[types.ApplyWorkspaceEditParams] = []
         self.questions: list[types.ShowMessageRequestParams] = []
         self.answer: str | Exception | None = "Apply"
+        self.silent = False  # workspace/applyEdit gets no answer, ever
         """The action picked for window/showMessageRequest (None: dismissed; an exception: the request fails)."""
         self.encoding: str | None = None
         self.changed = asyncio.Event()
@@ -179,7 +180,12 @@ def make_client() -> LanguageClient:
         return wrapped
 
     features = {method: notify(f) for method, f in DEFAULT_CLIENT_FEATURES.items()}
-    features[types.WORKSPACE_APPLY_EDIT] = lambda params: editor._apply(params)
+    async def apply(params: types.ApplyWorkspaceEditParams) -> types.ApplyWorkspaceEditResult:
+        if editor.silent:
+            await asyncio.Event().wait()
+        return editor._apply(params)
+
+    features[types.WORKSPACE_APPLY_EDIT] = apply
     features[types.WINDOW_SHOW_MESSAGE_REQUEST] = lambda params: editor._ask(params)
     register_lsp_features(client, features)
     return client

@@ -637,6 +637,19 @@ async def test_an_unchanged_reply_is_asked_for_again(client: LanguageClient, fak
         assert editor.messages(types.MessageType.Info) == [f"Blazedit: {UNCHANGED}"]
 
 
+async def test_an_editor_that_never_answers_an_edit_does_not_hold_the_job(client: LanguageClient, fake: FakeEngine):
+    editor = editor_of(client)
+    editor.configure({"applyTimeoutMs": 500, "applyWhileStreaming": False})
+    editor.silent, fake.respond = True, swap_words
+    editor.open(URI, TEXT)
+    result = await editor.edit(URI, RENAME)
+    assert result["state"] == "failed" and "did not answer workspace/applyEdit within 0.5 s" in result["summary"]
+    assert len(editor.applied) == 0 and editor.text(URI) == TEXT
+    editor.silent = False
+    assert (await editor.edit(URI, RENAME))["state"] == "applied"  # the document is free for the next edit
+    assert editor.text(URI) == swap(TEXT)
+
+
 async def test_typing_warms_once_after_the_pause(quick_warm: LanguageClient, fake: FakeEngine):
     editor = editor_of(quick_warm)
     editor.open(URI, TEXT)

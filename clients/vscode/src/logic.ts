@@ -14,6 +14,7 @@ export interface ServerSettings {
   maxFileBytes?: number;
   progressIntervalMs?: number;
   commandTimeoutMs?: number;
+  applyTimeoutMs?: number;
   applyWhileStreaming?: boolean;
   guardRemovals?: GuardRemovals;
   retryUnchanged?: boolean;
@@ -53,6 +54,7 @@ export const SERVER_KEYS: Readonly<Record<keyof ServerSettings, Kind>> = {
   maxFileBytes: 'positiveInt',
   progressIntervalMs: 'nonNegativeInt',
   commandTimeoutMs: 'nonNegativeInt',
+  applyTimeoutMs: 'positiveInt',
   applyWhileStreaming: 'boolean',
   guardRemovals: 'guardRemovals',
   retryUnchanged: 'boolean',

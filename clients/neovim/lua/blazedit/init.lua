@@ -40,6 +40,7 @@ M.server_keys = {
   'maxFileBytes',
   'progressIntervalMs',
   'commandTimeoutMs',
+  'applyTimeoutMs',
   'applyWhileStreaming',
   'guardRemovals',
   'retryUnchanged',

@@ -34,7 +34,8 @@ class Editor:
         self.applied: list[types.ApplyWorkspaceEditParams] = []
         self.questions: list[types.ShowMessageRequestParams] = []
         self.answer: str | Exception | None = "Apply"
-        self.silent = False  # workspace/applyEdit gets no answer, ever
+        self.silent = asyncio.Event()  # while set, workspace/applyEdit gets no answer
+        self.unsilenced = asyncio.Event()  # then the held ones get "not applied"
         """The action picked for window/showMessageRequest (None: dismissed; an exception: the request fails)."""
         self.encoding: str | None = None
         self.changed = asyncio.Event()
@@ -181,8 +182,9 @@ def make_client() -> LanguageClient:
 
     features = {method: notify(f) for method, f in DEFAULT_CLIENT_FEATURES.items()}
     async def apply(params: types.ApplyWorkspaceEditParams) -> types.ApplyWorkspaceEditResult:
-        if editor.silent:
-            await asyncio.Event().wait()
+        if editor.silent.is_set():
+            await editor.unsilenced.wait()
+            return types.ApplyWorkspaceEditResult(applied=False, failure_reason="answered too late")
         return editor._apply(params)
 
     features[types.WORKSPACE_APPLY_EDIT] = apply

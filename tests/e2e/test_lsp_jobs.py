@@ -640,12 +640,14 @@ async def test_an_unchanged_reply_is_asked_for_again(client: LanguageClient, fak
 async def test_an_editor_that_never_answers_an_edit_does_not_hold_the_job(client: LanguageClient, fake: FakeEngine):
     editor = editor_of(client)
     editor.configure({"applyTimeoutMs": 500, "applyWhileStreaming": False})
-    editor.silent, fake.respond = True, swap_words
+    fake.respond = swap_words
+    editor.silent.set()
     editor.open(URI, TEXT)
     result = await editor.edit(URI, RENAME)
     assert result["state"] == "failed" and "did not answer workspace/applyEdit within 0.5 s" in result["summary"]
     assert len(editor.applied) == 0 and editor.text(URI) == TEXT
-    editor.silent = False
+    editor.silent.clear()
+    editor.unsilenced.set()
     assert (await editor.edit(URI, RENAME))["state"] == "applied"  # the document is free for the next edit
     assert editor.text(URI) == swap(TEXT)
 

@@ -192,10 +192,12 @@ def stream_safe_length(reply: str, fence: str) -> int:
     return max(cut, 0)
 
 
-def file_start(reply: str, fence: str) -> int | None:
+def file_start(reply: str, fence: str, since: int = 0) -> int | None:
     """Where the file begins in a reply that opens its own fence: just after the first
-    line that opens it; None until one does."""
-    match = re.search(rf"(?m)^{_OPENING.format(fence=re.escape(fence))}\n", reply)
+    line that opens it; None until one does. Only lines that end after ``since`` are
+    looked at (the stop rule asks once per token: what came before did not open it)."""
+    line = reply.rfind("\n", 0, since) + 1
+    match = re.compile(rf"(?m)^{_OPENING.format(fence=re.escape(fence))}\n").search(reply, line)
     return match.end() if match else None
 
 

@@ -81,7 +81,7 @@ class Stopper:
 
     def _closes_file(self, checked: int) -> bool:
         if self.file_start is None:
-            self.file_start = file_start(self.detok.text, self.rule.fence)
+            self.file_start = file_start(self.detok.text, self.rule.fence, checked)
             if self.file_start is None:
                 return False
         return closes_file(self.detok.text, self.rule.fence, max(checked, self.file_start), self.file_start)

@@ -185,4 +185,5 @@ def test_a_plan_first_prompt_asks_for_the_plan_and_opens_nothing():
     assert p.opens_fence and p.reply_prefix == "" and p.messages[-1]["content"].endswith(prompts.PLAN_FIRST)
     assert not prompts.build("x = 1\n", "rename x").opens_fence
     assert prompts.file_start("Plan.\n```python\nx", p.fence) == len("Plan.\n```python\n")
+    assert prompts.file_start("Plan.\n```python\nx", p.fence, since=len("Plan.\n```py")) == len("Plan.\n```python\n")
     assert prompts.file_start("Plan with ```python inline\n", p.fence) is None

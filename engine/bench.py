@@ -27,7 +27,7 @@ from typing import Callable
 import msgspec
 import torch
 
-from engine import prompts, quality
+from engine import calibration, prompts, quality
 from engine.protocol import METHODS
 from engine.decoding.cost import time_passes
 from engine.decoding.loop import Detokenizer, StopRule, Stopper, closes_file
@@ -327,6 +327,9 @@ def run_bench(engine: Engine, load_engine: Callable[[str], Engine], items: list[
             progress.update(task, description=f"{item['id'][-40:]} · {method}")
             runs[method] = bench.run(item, method)
             progress.advance(task)
+            if not progress.console.is_terminal:  # a log gets a line per run instead of a bar
+                progress.console.print(f"bench: {item['id']} · {method} · {runs[method][3]['seconds']:.1f} s",
+                                       highlight=False, soft_wrap=True)
         for method, (tokens, text, reason, stats) in runs.items():
             runtime = runtime_of(method, bench.main).partition("+")[0]  # regular has no draft
             regular = "regular" if runtime == bench.main else f"regular@{runtime}"
@@ -358,10 +361,11 @@ def run_bench(engine: Engine, load_engine: Callable[[str], Engine], items: list[
 
 def _write(out: Path, records: list[Record], methods: list[str], costs: dict, command: str, engine: Engine) -> None:
     summary = summarize(records, methods)
-    machine = f"{platform.machine()} {platform.processor() or ''} · torch {torch.__version__} · " \
+    machine = f"{platform.machine()} {calibration.cpu_description()} · torch {torch.__version__} · " \
               f"{torch.get_num_threads()} threads · {engine.target.runtime} {engine.target.device} {engine.target.dtype}"
     data = {"command": command, "machine": machine, "target": engine.target.spec,
             "draft": engine.draft.spec if engine.draft else None, "forward_costs": costs,
+            "runtime_choice": engine.choice.describe() if engine.choice else None,
             "summary": summary, "records": [asdict(r) for r in records]}
     (out / "results.json").write_text(json.dumps(data, indent=1))
     (out / "results.md").write_text(_markdown(data))
@@ -374,6 +378,8 @@ def _markdown(data: dict) -> str:
     best_hf_pld = max(hf_pld, key=lambda m: summary[m]["mean"]) if hf_pld else None
     lines = [f"# Benchmark: {data['target']} (draft {data['draft']})", "",
              f"Command: `{data['command']}`", "", f"Machine: {data['machine']}", "",
+             *(["Runtime chosen by calibration (`auto`):", "", "```", *data["runtime_choice"], "```", ""]
+               if data.get("runtime_choice") else []),
              "Characters of output per second, wall time including prefill; P90 is the slow tail "
              "(10th percentile of chars/s). Identity: tokens equal those of `regular` on the same runtime.", "",
              "| method | mean | P50 | P90 | × regular (mean / P90) | × best hf-pld (mean / P90) | identity | time / oracle |",

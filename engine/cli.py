@@ -102,7 +102,8 @@ def load_engine(args: argparse.Namespace):
 
     try:
         return Engine.load(args.model, draft_spec(args), runtime=args.runtime, draft_runtime=args.draft_runtime,
-                           device=args.device, dtype=args.dtype, threads=args.threads)
+                           device=args.device, dtype=args.dtype, threads=args.threads, exact=args.exact,
+                           notify=lambda line: print(f"blazedit: {line}", file=sys.stderr, flush=True))
     except EngineError as exc:
         raise CliError(exc.message) from None
 

@@ -37,13 +37,19 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_TARGET, help=f"target model spec (default {DEFAULT_TARGET})")
     parser.add_argument("--draft", default="default", help="draft model spec, 'none', or 'default' (the usual partner)")
     parser.add_argument("--runtime", default="auto", choices=("auto", "torch", "llama.cpp"),
-                        help="auto (default): llama.cpp for GGUF models on a CPU when installed, else torch")
+                        help="auto (default): the runtime this machine's calibration predicts fastest "
+                             "(blazedit engine calibrate)")
     parser.add_argument("--draft-runtime", default=None, choices=("auto", "torch", "llama.cpp"),
                         help="the draft's runtime (default: as --runtime)")
     parser.add_argument("--device", default=None, help="torch runtime: cuda, mps, cpu (default: the fastest present)")
     parser.add_argument("--dtype", default=None, help="torch runtime: bf16, fp16, fp32 (default: bf16 where fast)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads (default: every core for llama.cpp, torch's choice for torch)")
+    parser.add_argument("--exact", action="store_true",
+                        help="only runtimes whose verification passes score bit for bit as one-token steps "
+                             "(llama.cpp built without llamafile): every method's output is plain greedy "
+                             "decoding's, bit for bit; auto may otherwise pick faster kernels that round "
+                             "differently and can flip a near-tie")
 
 
 def draft_spec(args: argparse.Namespace) -> str | None:

@@ -314,12 +314,21 @@ class EngineClient:
                 raise EngineUnavailable(
                     f"the engine daemon failed to start (exit status {status}){_last_line(self.log_path)}. "
                     f"{self._log_hint()}")
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline and not self._still_loading(process):
                 raise EngineUnavailable(
                     f"the engine daemon did not answer at {self.address} within {self.spawn_timeout:.0f}s. "
                     f"{self._log_hint()}")
             await asyncio.sleep(delay)  # bounded polling: the daemon binds its socket once models are loaded
             delay = min(delay * 1.5, 0.25)
+
+    def _still_loading(self, process: subprocess.Popen) -> bool:
+        """Alive and writing its log within ``spawn_timeout``: a daemon's first load of a model
+        pair calibrates the machine (engine/calibration.py, minutes), logging each step."""
+        try:
+            return process.poll() is None and self.log_path is not None and \
+                time.time() - self.log_path.stat().st_mtime < self.spawn_timeout
+        except OSError:
+            return False
 
     def _spawn(self) -> subprocess.Popen:
         command = [sys.executable, "-m", "engine.cli", "engine", "serve", "--socket", str(self.address.path)]

@@ -49,6 +49,7 @@ class ServeOptions:
     device: str | None = None
     dtype: str | None = None
     threads: int | None = None
+    exact: bool = False  # only batch-invariant runtimes (Engine.load)
     token: str | None = None
     idle_timeout: float | None = None  # seconds without any request or job
     max_document_bytes: int = 4 * 1024 * 1024
@@ -95,7 +96,7 @@ def serve(options: ServeOptions) -> int:
         try:
             engine = Engine.load(options.model, options.draft, runtime=options.runtime,
                                  draft_runtime=options.draft_runtime, device=options.device, dtype=options.dtype,
-                                 threads=options.threads)
+                                 threads=options.threads, exact=options.exact)
         except EngineError as exc:
             log.error("cannot load the models: %s", exc.message)
             print(f"blazedit engine: cannot load the models: {exc.message}", file=sys.stderr)
@@ -400,7 +401,8 @@ class Daemon:
             clients=len(self.connections), cache_entries=entries, cache_bytes=nbytes, cache_budget_bytes=budget,
             address=str(self.options.address), log_path=str(self.options.log_file),
             idle_timeout_seconds=self.options.idle_timeout, jobs_accepted=self.service.jobs_accepted,
-            warming=self.service.warming, warms_done=self.service.warms_done)
+            warming=self.service.warming, warms_done=self.service.warms_done,
+            runtime_choice=self.engine.choice.describe() if self.engine.choice else [])
 
 
 def _raw(body: bytes) -> dict:

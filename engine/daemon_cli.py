@@ -59,6 +59,12 @@ def add_engine_commands(sub) -> None:
     serve.add_argument("--parent-fd", type=int, default=None, help=argparse.SUPPRESS)
     serve.set_defaults(run=run_serve)
 
+    calibrate = actions.add_parser(
+        "calibrate", help="time forward passes on every runtime installed, keep the figures, show auto's choice")
+    add_model_arguments(calibrate)
+    calibrate.add_argument("--force", action="store_true", help="measure again, even where figures are kept")
+    calibrate.set_defaults(run=run_calibrate)
+
     for name, run, text in (("status", run_status, "models, device, queue, jobs, cache use, uptime"),
                             ("stop", run_stop, "stop a running daemon")):
         parser = actions.add_parser(name, help=text)
@@ -82,7 +88,7 @@ def run_serve(args: argparse.Namespace) -> int:
         options = ServeOptions(
             address=address, model=args.model, draft=draft_spec(args), runtime=args.runtime,
             draft_runtime=args.draft_runtime, device=args.device, dtype=args.dtype,
-            threads=args.threads, token=read_token(args.token_file), idle_timeout=args.idle_timeout,
+            threads=args.threads, exact=args.exact, token=read_token(args.token_file), idle_timeout=args.idle_timeout,
             max_document_bytes=args.max_document_bytes, max_queue=args.max_queue,
             max_clients=args.max_clients,
             log_path=Path(args.log_file).expanduser().absolute() if args.log_file else None, parent_fd=args.parent_fd,
@@ -96,6 +102,35 @@ def run_serve(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    """Measure (once, or again with --force) and print the table and the choice ``auto`` makes."""
+    require_engine("blazedit engine calibrate")
+    import torch
+
+    from engine import calibration, models
+    from engine.session import default_draft
+
+    draft = default_draft(args.model) if args.draft == "default" else draft_spec(args)
+    threads = args.threads or int(os.environ.get("BLAZEDIT_THREADS", "0")) or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        targets = calibration.candidates(args.model, args.runtime, args.device, args.dtype, args.exact)
+        drafts = calibration.candidates(draft, args.draft_runtime or args.runtime, args.device, args.dtype,
+                                        args.exact) if draft else None
+        measured = calibration.ensure(args.model, draft, targets, drafts or [], device=args.device, threads=threads,
+                                      notify=lambda line: print(f"blazedit: {line}", file=sys.stderr, flush=True),
+                                      force=args.force)
+    except models.ModelError as exc:
+        raise CliError(str(exc)) from None
+    print(f"Calibration of {measured.key['cpu']} ({measured.key['cpu_flags'] or 'no listed flags'}), "
+          f"{threads} threads, measured {measured.measured_on} in {measured.measured_seconds:.0f} s; "
+          f"T(k) in ms behind {measured.context} cached tokens:")
+    print("\n".join(calibration.table(measured)))
+    print("\n".join(calibration.choose(measured, targets, drafts).describe()))
+    print(f"kept in {calibration.path_for(measured.key)}")
+    return 0
 
 
 def _client(args: argparse.Namespace, address: str | None):
@@ -139,6 +174,7 @@ def describe_status(s: protocol.StatusReply) -> list[str]:
         f"{s.jobs_accepted} accepted since start",
     ]
     lines += [f"    {j.state:8} {j.job_id}  {j.document or ''}  {j.tokens} tokens" for j in s.jobs]
+    lines += [f"  {line}" for line in s.runtime_choice]
     lines.append(f"  warming: {s.warming if s.warming is not None else 'nothing'}; "
                  f"{s.warms_done} prompt(s) warmed since start")
     lines += [

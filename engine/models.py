@@ -9,9 +9,8 @@ A spec is one of:
   byte-level tokenizer, built in memory, for tests.
 
 A loaded model runs on one of two runtimes. ``torch`` dequantises GGUFs to the bf16
-cache; ``llama.cpp`` (the ``[llama]`` extra) runs the GGUF as it is, and is the
-default for GGUF models on a CPU when installed: it decodes a token several times faster
-there, which is where edits are slow (docs/performance.md).
+cache; ``llama.cpp`` (the ``[llama]`` extra) runs the GGUF as it is. Which one ``auto``
+takes is measured per machine (engine/calibration.py), never assumed here.
 """
 
 from __future__ import annotations
@@ -48,6 +47,10 @@ LLAMA_MISSING = (
     "the llama.cpp runtime needs llama-cpp-python: pip install 'blazedit-lsp[llama]' "
     "(it builds from source: about 6 minutes on 2 cores, needs a C/C++ compiler)"
 )
+LLAMA_EXACT_INSTALL = (
+    "CMAKE_ARGS=-DGGML_LLAMAFILE=OFF pip install --no-cache-dir --force-reinstall --no-deps "
+    "llama-cpp-python==0.3.36"
+)
 
 
 @dataclass
@@ -60,6 +63,7 @@ class LoadedModel:
     dtype: str  # torch's dtype, or the GGUF's quantisation under llama.cpp
     context_tokens: int
     eos: set[int]
+    exact: bool = False  # a pass over k tokens scores bit for bit as k one-token steps (batch invariance)
 
 
 def cache_dir() -> Path:
@@ -84,6 +88,10 @@ def _cpu_has_fast_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def dtype_name(dtype: torch.dtype) -> str:
+    return {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}[dtype]
+
+
 def select_dtype(dtype: str | None, device: torch.device, spec: str) -> torch.dtype:
     """bf16 where the hardware runs it fast, else fp32. Tiny test models stay fp32:
     exact token identity across decoding methods is a float32 property."""
@@ -106,20 +114,19 @@ def llama_cpp_installed() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
 
-def choose_runtime(spec: str, runtime: str | None, device: str | None, dtype: str | None) -> str:
-    """``auto`` (or None): llama.cpp for GGUF models on a CPU when installed, else torch."""
-    if runtime in (None, "auto"):
-        gguf = spec in PACKAGED or spec.endswith(".gguf")
-        cpu = device == "cpu" or (device is None and select_device(None).type == "cpu")
-        return "llama.cpp" if gguf and cpu and dtype is None and llama_cpp_installed() else "torch"
+def llama_batch_invariant() -> bool:
+    """Whether the installed llama.cpp can verify tokens exactly as one-token steps choose them."""
+    from engine.runtimes.llama_runtime import batch_invariant
+
+    return batch_invariant()
+
+
+def load(spec: str, *, runtime: str = "torch", device: str | None = None, dtype: str | None = None,
+         threads: int | None = None) -> LoadedModel:
+    """``spec`` on ``runtime`` ("torch" or "llama.cpp"; Engine.load picks it for ``auto``)."""
     if runtime not in RUNTIMES:
         raise ModelError(f"unknown runtime {runtime!r}: use auto, {', '.join(RUNTIMES)}")
-    return runtime
-
-
-def load(spec: str, *, runtime: str | None = None, device: str | None = None, dtype: str | None = None,
-         threads: int | None = None) -> LoadedModel:
-    if choose_runtime(spec, runtime, device, dtype) == "llama.cpp":
+    if runtime == "llama.cpp":
         return _load_llama(spec, device, dtype, threads)
     dev = select_device(device)
     dt = select_dtype(dtype, dev, spec)
@@ -154,7 +161,8 @@ def _load_llama(spec: str, device: str | None, dtype: str | None, threads: int |
         from engine.runtimes.llama_runtime import REBUILD, LlamaWeights, batch_invariant
     except ImportError:
         raise ModelError(LLAMA_MISSING) from None
-    if not batch_invariant():
+    exact = batch_invariant()
+    if not exact:
         log.warning("this llama-cpp-python was built with llamafile's sgemm, so a verification pass can round "
                     "differently from a one-token step and flip a near-tie (the output may differ between "
                     "methods and runs); for exact output rebuild it: %s", REBUILD)
@@ -179,7 +187,8 @@ def _load_llama(spec: str, device: str | None, dtype: str | None, threads: int |
     except ValueError as exc:  # llama-cpp-python's "Failed to load model from file"
         raise ModelError(f"llama.cpp cannot load {path}: {exc}") from exc
     eos = weights.eos | ({tok.eos_token_id} - {None})
-    return LoadedModel(spec, "llama.cpp", weights, tok, "cpu", weights.description, weights.context_tokens, eos)
+    return LoadedModel(spec, "llama.cpp", weights, tok, "cpu", weights.description, weights.context_tokens, eos,
+                       exact)
 
 
 # ---------------------------------------------------------------- packaged GGUF

@@ -268,6 +268,9 @@ class StatusReply(Message, tag="status_reply"):
     warming: str | None = None
     """The document (else the path) whose prompt prefix is being warmed now."""
     warms_done: int = 0
+    runtime_choice: list[str] = []
+    """Why the daemon runs on its runtimes: the calibration's choice and the predicted
+    figures behind it (engine/calibration.py), one line each; empty where not measured."""
     """Warms finished since the start (already cached ones included; pre-empted or dropped ones not)."""
 
 

@@ -8,6 +8,7 @@ Not thread-safe: one edit at a time (the daemon's queue serialises).
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from typing import Callable, Generator, Iterator
 import msgspec
 import torch
 
-from engine import models, prompts
+from engine import calibration, models, prompts
 from engine.catalogue import DEFAULT_DRAFT, DEFAULT_TARGET
 from engine.completion import Completion, PredictionUsage, prediction_usage, render, safe_length
 from engine.decoding import strategies
@@ -25,8 +26,7 @@ from engine.decoding.cost import ForwardCost
 from engine.decoding.loop import DecodeStep, Detokenizer, StopRule, generate, stop_string_at
 from engine.prefix_cache import MIN_REUSE_TOKENS, PrefixCache
 from engine.protocol import DecodingOptions, ErrorCode, FinishReason, ModelInfo, Region, Stats
-from engine.runtimes.base import Runtime
-from engine.runtimes.torch_runtime import TorchRuntime
+from engine.runtimes.base import open_runtime
 
 log = logging.getLogger(__name__)
 
@@ -96,18 +96,23 @@ def max_new_tokens_for(file_tokens: int) -> int:
 class Engine:
     def __init__(self, target: models.LoadedModel, draft: models.LoadedModel | None = None,
                  prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
-                 costs: tuple[ForwardCost, ForwardCost | None] | None = None):
-        """``costs``: what a target and a draft forward pass cost (default: measured now)."""
+                 costs: tuple[ForwardCost, ForwardCost | None] | None = None,
+                 choice: calibration.Choice | None = None):
+        """``costs``: what a target and a draft forward pass cost (Engine.load reads them from
+        the machine's calibration; default: measured now, as tests of tiny models do).
+        ``choice``: the calibration's choice of runtimes that made this engine, if any."""
         if draft is not None and draft.tokenizer.get_vocab() != target.tokenizer.get_vocab():
             raise EngineError("model_error", f"draft {draft.spec} does not share the tokenizer of target {target.spec}")
         self.loaded_target, self.loaded_draft = target, draft
         self.tokenizer = target.tokenizer
-        self.target_model = CachedModel(open_runtime(target))
-        self.draft_model = CachedModel(open_runtime(draft)) if draft else None
-        if costs is None:  # for choosing proposal lengths
-            costs = (ForwardCost.measure(self.target_model.runtime),
-                     ForwardCost.measure(self.draft_model.runtime) if self.draft_model else None)
-        self.target_cost, self.draft_cost = costs
+        target_runtime, draft_runtime = open_runtime(target), open_runtime(draft) if draft else None
+        if costs is None:
+            costs = (ForwardCost.measure(target_runtime), ForwardCost.measure(draft_runtime) if draft_runtime else None)
+        self.target_cost, self.draft_cost = copy.deepcopy(costs)  # learning below must not change the caller's
+        # Exact kernels: a pass's timing cannot change the output, so observed passes refine the costs.
+        self.target_model = CachedModel(target_runtime, self.target_cost if target.exact else None)
+        self.draft_model = CachedModel(draft_runtime, self.draft_cost if draft.exact else None) if draft else None
+        self.choice = choice
         self.prefix_cache = PrefixCache(prefix_cache_bytes)
         self.eos = target.eos
         self.warm_chunk_tokens = WARM_CHUNK_TOKENS
@@ -116,27 +121,39 @@ class Engine:
     def load(cls, model: str = DEFAULT_TARGET, draft: str | None = "default", *,
              runtime: str | None = None, draft_runtime: str | None = None,
              device: str | None = None, dtype: str | None = None, threads: int | None = None,
-             prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES) -> "Engine":
+             exact: bool = False, prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
+             notify: Callable[[str], None] = log.info) -> "Engine":
         """Load target and draft (``draft="default"``: the usual partner, None: no draft).
 
-        Runtimes default to ``auto`` (models.choose_runtime); the draft's to the target's."""
+        Runtimes default to ``auto``: the pair of settings the machine's calibration
+        predicts fastest (engine/calibration.py; measured on the first load, with
+        ``notify`` told); the draft's default to the target's choices. ``exact``: only
+        batch-invariant runtimes (every method's output bit for bit plain greedy's)."""
         threads = threads or int(os.environ.get("BLAZEDIT_THREADS", "0")) or None
         if threads:
             torch.set_num_threads(threads)
         if draft == "default":
             draft = default_draft(model)
-        draft_runtime = draft_runtime or runtime
         try:
-            target = models.load(model, runtime=runtime, device=device, dtype=dtype, threads=threads)
-            if draft is None:
+            targets = calibration.candidates(model, runtime, device, dtype, exact)
+            drafts = calibration.candidates(draft, draft_runtime or runtime, device, dtype, exact) if draft else None
+            measured = calibration.ensure(model, draft, targets, drafts or [], device=device,
+                                          threads=threads or torch.get_num_threads(), notify=notify)
+            choice = calibration.choose(measured, targets, drafts)
+            for line in choice.describe():
+                log.info("%s", line)
+            target = _load_on(model, choice.target, device, threads)
+            if choice.draft is None:
                 loaded_draft = None
-            elif draft == model and models.choose_runtime(draft, draft_runtime, device, dtype) == target.runtime:
+            elif draft == model and choice.draft == choice.target:
                 loaded_draft = target  # same weights, its own KV cache
             else:
-                loaded_draft = models.load(draft, runtime=draft_runtime, device=device, dtype=dtype, threads=threads)
+                loaded_draft = _load_on(draft, choice.draft, device, threads)
         except models.ModelError as exc:
             raise EngineError("model_error", str(exc)) from exc
-        return cls(target, loaded_draft, prefix_cache_bytes)
+        costs = (measured.target[str(choice.target)].forward_cost(),
+                 measured.draft[str(choice.draft)].forward_cost() if choice.draft else None)
+        return cls(target, loaded_draft, prefix_cache_bytes, costs, choice)
 
     def forget(self) -> None:
         """Empty both KV caches and the saved prefixes: the next edit starts cold (the
@@ -362,13 +379,8 @@ class Engine:
         return encoded["input_ids"], copy_end, copy_start
 
 
-def open_runtime(loaded: models.LoadedModel) -> Runtime:
-    """A fresh KV cache on ``loaded``'s weights."""
-    if loaded.runtime == "llama.cpp":
-        from engine.runtimes.llama_runtime import LlamaRuntime
-
-        return LlamaRuntime(loaded.model)
-    return TorchRuntime(loaded)
+def _load_on(spec: str, setting: calibration.Setting, device: str | None, threads: int | None) -> models.LoadedModel:
+    return models.load(spec, runtime=setting.runtime, device=device, dtype=setting.dtype or None, threads=threads)
 
 
 def _info(loaded: models.LoadedModel) -> ModelInfo:

@@ -7,8 +7,10 @@ model verifies prompt lookup's proposal.
 
 from __future__ import annotations
 
+import time
 from typing import Sequence
 
+from engine.decoding.cost import ForwardCost
 from engine.runtimes.base import Runtime
 
 
@@ -27,8 +29,11 @@ def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
 
 
 class CachedModel:
-    def __init__(self, runtime: Runtime):
+    def __init__(self, runtime: Runtime, learns: ForwardCost | None = None):
+        """``learns``: a cost model that the timings of this model's passes refine (only
+        where a pass's timing cannot change the output: batch-invariant kernels)."""
         self.runtime = runtime
+        self.learns = learns
         self.tokens: list[int] = []  # what the KV cache holds, position by position
         self.forward_passes = 0
 
@@ -70,7 +75,10 @@ def verify(model: CachedModel, seq: Sequence[int], proposal: Sequence[int]) -> l
     """
     model.sync(seq)
     fed = list(seq[len(model.tokens):]) + list(proposal)
+    start = time.perf_counter()
     choices = model.runtime.forward(fed, keep=len(proposal) + 1)
+    if model.learns is not None:
+        model.learns.observe(len(fed), time.perf_counter() - start)
     model.tokens.extend(fed)
     model.forward_passes += 1
     n = 0

@@ -8,6 +8,7 @@ and the length maximises expected tokens per second under the measured costs.
 
 from __future__ import annotations
 
+import math
 import time
 from bisect import bisect_left
 from typing import Callable, Sequence
@@ -37,6 +38,22 @@ class ForwardCost:
         _, seconds = time_passes(runtime, ids, context, MEASURED_LENGTHS, lambda k: repeats if k <= 16 else 1,
                                  warm_up=True)
         return cls(seconds)
+
+    def observe(self, k: int, seconds: float, weight: float = 0.1) -> None:
+        """Move T at the measured length nearest ``k`` (on a log scale) toward what a pass
+        over k tokens just took, scaled to that length: the cost model learns the machine
+        as it runs (kept monotone, as at construction). Only for passes within the
+        measured lengths: beyond them, T is extrapolated."""
+        if not self.lengths[0] <= k <= self.lengths[-1] or seconds <= 0:
+            return
+        i = min(range(len(self.lengths)), key=lambda j: abs(math.log(self.lengths[j] / k)))
+        predicted = self(k)
+        if predicted > 0:
+            self.seconds_at[i] *= (seconds / predicted) ** weight
+        for j in range(i + 1, len(self.seconds_at)):
+            self.seconds_at[j] = max(self.seconds_at[j], self.seconds_at[i])
+        for j in range(i - 1, -1, -1):
+            self.seconds_at[j] = min(self.seconds_at[j], self.seconds_at[j + 1])
 
     def __call__(self, k: int) -> float:
         i = bisect_left(self.lengths, k)

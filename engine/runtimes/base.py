@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Protocol, Sequence
 if TYPE_CHECKING:
     import numpy as np
 
+    from engine.models import LoadedModel
+
 
 class Snapshot(Protocol):
     """A copy of the first ``length`` cached positions, kept for prefix reuse."""
@@ -45,3 +47,14 @@ class Runtime(Protocol):
 
     def restore(self, snapshot: Snapshot) -> None:
         """Replace the cache by a copy of ``snapshot``."""
+
+
+def open_runtime(loaded: "LoadedModel") -> Runtime:
+    """A fresh KV cache on ``loaded``'s weights (each implementation imported only when used)."""
+    if loaded.runtime == "llama.cpp":
+        from engine.runtimes.llama_runtime import LlamaRuntime
+
+        return LlamaRuntime(loaded.model)
+    from engine.runtimes.torch_runtime import TorchRuntime
+
+    return TorchRuntime(loaded)

@@ -60,17 +60,9 @@ def test_tiny_random_is_deterministic():
     assert a.dtype == "float32" and next(a.model.parameters()).dtype == torch.float32
 
 
-def test_auto_runtime_is_llama_cpp_for_gguf_models_on_a_cpu_when_installed(monkeypatch):
-    monkeypatch.setattr(models, "llama_cpp_installed", lambda: True)
-    assert models.choose_runtime("qwen2.5-coder-1.5b", "auto", "cpu", None) == "llama.cpp"
-    assert models.choose_runtime("/m/model.gguf", None, "cpu", None) == "llama.cpp"
-    assert models.choose_runtime("qwen2.5-coder-1.5b", "auto", "cuda", None) == "torch"
-    assert models.choose_runtime("qwen2.5-coder-1.5b", "auto", "cpu", "fp32") == "torch"  # a dtype: torch's
-    assert models.choose_runtime("tiny-random", "auto", "cpu", None) == "torch"
-    monkeypatch.setattr(models, "llama_cpp_installed", lambda: False)
-    assert models.choose_runtime("qwen2.5-coder-1.5b", "auto", "cpu", None) == "torch"
+def test_load_refuses_an_unknown_runtime():
     with pytest.raises(models.ModelError, match="unknown runtime 'onnx'"):
-        models.choose_runtime("tiny-random", "onnx", None, None)
+        models.load("tiny-random", runtime="onnx")
 
 
 def test_llama_cpp_runtime_errors_say_what_to_do(monkeypatch):

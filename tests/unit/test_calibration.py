@@ -1,0 +1,143 @@
+"""The machine's calibration: which settings a load may take, measuring once and keeping
+it, and ``auto``'s choice following the measured costs (not a fixed rule)."""
+
+import json
+
+import pytest
+
+from engine import calibration, models
+from engine.calibration import Calibration, ModelCosts, Setting
+from engine.decoding.cost import ForwardCost
+from engine.session import Engine
+
+LLAMA, BF16, FP32 = Setting("llama.cpp"), Setting("torch", "bf16"), Setting("torch", "fp32")
+
+
+@pytest.fixture
+def cpu_with_llama(monkeypatch):
+    monkeypatch.setattr(models, "select_device", lambda device: __import__("torch").device(device or "cpu"))
+    monkeypatch.setattr(models, "llama_cpp_installed", lambda: True)
+    monkeypatch.setattr(models, "llama_batch_invariant", lambda: True)
+    monkeypatch.setattr(models, "_cpu_has_fast_bf16", lambda: True)
+
+
+def test_auto_considers_every_runtime_that_runs_the_model(cpu_with_llama, monkeypatch):
+    assert calibration.candidates("qwen2.5-coder-1.5b", "auto", None, None) == [LLAMA, BF16, FP32]
+    assert calibration.candidates("/m/model.gguf", None, "cpu", None) == [LLAMA, BF16, FP32]
+    assert calibration.candidates("/m/hf-dir", None, "cpu", None) == [BF16, FP32]  # llama.cpp runs GGUFs only
+    assert calibration.candidates("tiny-random", None, None, None) == [FP32]  # exact identity: a float32 property
+    assert calibration.candidates("qwen2.5-coder-1.5b", None, None, "fp32") == [FP32]  # a dtype: torch's
+    assert calibration.candidates("qwen2.5-coder-1.5b", "llama.cpp", None, None) == [LLAMA]
+    assert calibration.candidates("qwen2.5-coder-1.5b", "torch", None, None) == [BF16, FP32]
+    assert calibration.candidates("qwen2.5-coder-1.5b", None, None, None, exact=True) == [LLAMA]
+    monkeypatch.setattr(models, "_cpu_has_fast_bf16", lambda: False)
+    assert calibration.candidates("qwen2.5-coder-1.5b", None, None, None) == [LLAMA, FP32]
+    monkeypatch.setattr(models, "llama_cpp_installed", lambda: False)
+    assert calibration.candidates("qwen2.5-coder-1.5b", None, None, None) == [FP32]
+    with pytest.raises(models.ModelError, match="--exact needs the llama.cpp runtime"):
+        calibration.candidates("qwen2.5-coder-1.5b", None, None, None, exact=True)
+    with pytest.raises(models.ModelError, match="unknown runtime 'onnx'"):
+        calibration.candidates("tiny-random", "onnx", None, None)
+
+
+def test_auto_on_a_gpu_is_torch_alone(monkeypatch):
+    monkeypatch.setattr(models, "llama_cpp_installed", lambda: True)
+    monkeypatch.setattr(models, "select_device", lambda device: __import__("torch").device(device or "cuda"))
+    monkeypatch.setattr(models, "select_dtype", lambda dtype, device, spec: __import__("torch").bfloat16)
+    assert calibration.candidates("qwen2.5-coder-1.5b", None, None, None) == [BF16]
+
+
+def _costs(ms: dict[int, float], prefill_ms: float) -> ModelCosts:
+    return ModelCosts({k: v / 1000 for k, v in ms.items()}, prefill_ms / 1000)
+
+
+# Two machines' measured costs (docs/performance.md, REFERENCE): on an AVX-512 BF16 EPYC,
+# llama.cpp's batch-invariant kernels cost k one-token steps while bf16 torch batches; on
+# the other, llama.cpp's default kernels batch too and decode a token 7x faster.
+EPYC_BF16 = Calibration(1, {}, 1024, target={
+    "llama.cpp": _costs({1: 52, 2: 105, 4: 175, 8: 342, 16: 623, 32: 1527, 64: 3292, 128: 6188}, 26),
+    "torch bf16": _costs({1: 219, 2: 222, 4: 264, 8: 290, 16: 375, 32: 512, 64: 805, 128: 1351}, 7.9),
+}, draft={
+    "llama.cpp": _costs({1: 19, 2: 38, 4: 70, 8: 130, 16: 250, 32: 520, 64: 1100, 128: 2200}, 9),
+    "torch bf16": _costs({1: 87, 2: 83, 4: 79, 8: 95, 16: 120, 32: 163, 64: 250, 128: 444}, 4.5),
+})
+FAST_LLAMA = Calibration(1, {}, 1024, target={
+    "llama.cpp": _costs({1: 31, 2: 51, 4: 79, 8: 130, 16: 169, 32: 302, 64: 553, 128: 1074}, 8.1),
+    "torch bf16": _costs({1: 231, 2: 179, 4: 194, 8: 230, 16: 258, 32: 336, 64: 526, 128: 1028}, 6.3),
+}, draft={
+    "llama.cpp": _costs({1: 19, 2: 25, 4: 43, 8: 60, 16: 81, 32: 150, 64: 298, 128: 590}, 4),
+    "torch bf16": _costs({1: 87, 2: 83, 4: 79, 8: 95, 16: 120, 32: 163, 64: 250, 128: 444}, 4.5),
+})
+
+
+def test_auto_chooses_by_the_measured_costs_not_by_a_rule():
+    on_epyc = calibration.choose(EPYC_BF16, [LLAMA, BF16], [LLAMA, BF16])
+    assert on_epyc.target == BF16
+    elsewhere = calibration.choose(FAST_LLAMA, [LLAMA, BF16], [LLAMA, BF16])
+    assert elsewhere.target == LLAMA and elsewhere.draft == LLAMA
+    lines = on_epyc.describe()
+    assert lines[0].startswith("runtime: torch bf16") and "predicted" in lines[0]
+    assert any("llama.cpp" in line and "x)" in line for line in lines[1:])  # the others, with their ratio
+
+
+def test_prediction_follows_the_edit():
+    long_copy, short_rewrite = calibration.MixEdit(1200, 1200, 0.99), calibration.MixEdit(250, 120, 0.3)
+    llama, torch_ = EPYC_BF16.target["llama.cpp"], EPYC_BF16.target["torch bf16"]
+    # copying pays off on batched passes; writing token by token on cheap single steps
+    assert calibration.predict_seconds(torch_, None, long_copy) < calibration.predict_seconds(llama, None, long_copy)
+    assert calibration.predict_seconds(llama, None, short_rewrite) < calibration.predict_seconds(torch_, None,
+                                                                                                 short_rewrite)
+
+
+def test_a_calibration_is_measured_once_and_kept(tmp_path, monkeypatch):
+    monkeypatch.setenv("BLAZEDIT_CACHE_DIR", str(tmp_path))
+    notes = []
+    first = calibration.ensure("tiny-random", "tiny-random", [FP32], [FP32], device="cpu", threads=1,
+                               notify=notes.append)
+    assert set(first.target) == set(first.draft) == {"torch fp32"}
+    assert first.target["torch fp32"].seconds[1] > 0 and first.target["torch fp32"].prefill_per_token > 0
+    assert "calibrating this machine" in notes[0] and str(calibration.path_for(first.key)) in notes[0]
+    stored = json.loads(calibration.path_for(first.key).read_text())
+    assert stored["key"]["cpu"] == first.key["cpu"] and stored["key"]["threads"] == "1"
+
+    def no_timing(*args, **kwargs):
+        raise AssertionError("a kept calibration is not measured again")
+
+    monkeypatch.setattr(calibration, "measure", no_timing)
+    again = calibration.ensure("tiny-random", "tiny-random", [FP32], [FP32], device="cpu", threads=1)
+    assert again.target["torch fp32"].seconds == first.target["torch fp32"].seconds
+    with pytest.raises(AssertionError, match="not measured again"):  # another thread count: another machine
+        calibration.ensure("tiny-random", "tiny-random", [FP32], [FP32], device="cpu", threads=2)
+    with pytest.raises(AssertionError, match="not measured again"):
+        calibration.ensure("tiny-random", "tiny-random", [FP32], [FP32], device="cpu", threads=1, force=True)
+    calibration.path_for(first.key).write_text("{not json")  # a damaged file is measured again
+    with pytest.raises(AssertionError, match="not measured again"):
+        calibration.ensure("tiny-random", "tiny-random", [FP32], [FP32], device="cpu", threads=1)
+
+
+def test_engine_load_takes_its_costs_from_the_calibration(tmp_path, monkeypatch):
+    monkeypatch.setenv("BLAZEDIT_CACHE_DIR", str(tmp_path))
+    first = Engine.load("tiny-random", threads=1)
+    assert first.choice.target == FP32 and first.target.runtime == "torch"
+
+    def no_timing(*args, **kwargs):
+        raise AssertionError("no timing at load")
+
+    monkeypatch.setattr(ForwardCost, "measure", no_timing)
+    monkeypatch.setattr(calibration, "measure", no_timing)
+    second = Engine.load("tiny-random", threads=1)
+    assert [second.target_cost(k) for k in (1, 16, 128)] == [first.target_cost(k) for k in (1, 16, 128)]
+    assert second.target_model.learns is None  # torch: a timing must not change the schedule
+
+
+def test_observed_passes_refine_the_cost_and_keep_it_monotone():
+    cost = ForwardCost({1: 0.05, 16: 0.6, 128: 6.0})
+    for _ in range(50):
+        cost.observe(16, 0.3)  # this machine runs 16-token passes twice as fast as measured
+    assert 0.29 < cost(16) < 0.31
+    assert cost(1) <= cost(16) <= cost(128)
+    for _ in range(50):
+        cost.observe(16, 10.0)  # slower than the longest: the longer ones rise with it
+    assert cost(16) <= cost(128)
+    cost.observe(1000, 0.0)  # beyond the measured lengths: ignored
+    assert cost(128) >= cost(16)

@@ -5,8 +5,10 @@ For each item, on one loaded engine, side by side:
   or at the first settled hunk when hunks are applied while streaming;
 - ``warmed``: the same edit after ``Engine.warm`` prefilled "system + file" (what the
   language server asks for when the file is opened), caches otherwise empty.
-Reported per run: the first token, the first settled hunk (blazedit_lsp.edits.settled on the
-streamed text, the rule the language server applies while streaming), and the end.
+Reported per run: the attempts (a second after an unchanged reply, one more for an apply
+pass), the first attempt's first token, the first settled hunk (blazedit_lsp.edits.settled on
+the streamed text, the rule the language server applies while streaming), the final end, and
+whether the reply was part of the file (``partial``: merged, or apply_pass).
 
     python bench/latency.py bench/data/edits-requests.jsonl [--spread N] [--out bench/results/latency]
 """
@@ -22,21 +24,31 @@ from engine.session import Engine, Result
 
 
 def timed(engine: Engine, item: dict) -> dict:
-    """One edit's first token, first settled hunk and end, in seconds from the request."""
+    """One edit, in seconds from the request: the first attempt's first token, the first
+    settled hunk (of the attempt that wrote the result), the end of the last attempt;
+    how many attempts it took and whether its reply was part of the file (merged, or
+    rewritten by an apply pass)."""
     start = time.perf_counter()
-    streamed, first_hunk = "", None
+    streamed, first_hunk, first = "", None, None
     for event in engine.edit(item["before"], item["instruction"], path=item["path"]):
         if isinstance(event, Result):
             end = time.perf_counter() - start
-            stats, text = event.stats, event.text
+            result = event
             break
+        if event.attempt == 1:
+            first = event.stats
+        elif not event.text and not event.chars:  # a new attempt streams the file anew
+            streamed, first_hunk = "", None
         streamed += event.text
         if first_hunk is None and "\n" in event.text and settled(item["before"], streamed)[1]:
             first_hunk = time.perf_counter() - start
-    return {"first_token_s": round(stats.first_token_seconds, 2),
+    first = result.stats if result.attempt == 1 else first
+    return {"attempts": result.attempt, "first_token_s": round(first.first_token_seconds, 2),
             "first_hunk_s": None if first_hunk is None else round(first_hunk, 2), "end_s": round(end, 2),
-            "cached_tokens": stats.cached_tokens, "prompt_tokens": stats.prompt_tokens, "tokens": stats.tokens,
-            "changed": text != item["before"]}
+            "partial": result.partial.how if result.partial else None,
+            "merged": result.partial.items if result.partial else [],
+            "cached_tokens": result.stats.cached_tokens, "prompt_tokens": result.stats.prompt_tokens,
+            "tokens": result.stats.tokens, "changed": result.text != item["before"]}
 
 
 def main() -> None:
@@ -65,11 +77,13 @@ def main() -> None:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        lines = ["| item | chars | run | warm (s, before the request) | first token (s) | first settled hunk (s) | end (s) | cached tokens |",
-                 "|---|---|---|---|---|---|---|---|"]
+        lines = ["| item | chars | run | warm (s, before the request) | attempts | first token, first attempt (s) | "
+                 "first settled hunk (s) | end (s) | partial reply | cached tokens |",
+                 "|---|---|---|---|---|---|---|---|---|---|"]
         lines += [f"| {r['id']} | {r['chars']} | {r['run']} | {r['warm_s'] if r['warm_s'] is not None else '-'} | "
-                  f"{r['first_token_s']} | {r['first_hunk_s'] if r['first_hunk_s'] is not None else 'none'} | "
-                  f"{r['end_s']} | {r['cached_tokens']} / {r['prompt_tokens']} |" for r in rows]
+                  f"{r['attempts']} | {r['first_token_s']} | "
+                  f"{r['first_hunk_s'] if r['first_hunk_s'] is not None else 'none'} | {r['end_s']} | "
+                  f"{r['partial'] or 'no'} | {r['cached_tokens']} / {r['prompt_tokens']} |" for r in rows]
         (args.out / "results.md").write_text("\n".join(lines) + "\n")
 
 

@@ -62,7 +62,8 @@ def run(engine: Engine, items: list[dict], variant: dict, retry_unchanged: bool 
                                      retry_unchanged=retry_unchanged)
             judged = quality.assess(item, result.text)
             rows.append({"item": item["id"], "seconds": time.perf_counter() - start, "tokens": len(result.tokens),
-                         "finish_reason": result.finish_reason, "attempt": result.attempt, **judged.__dict__})
+                         "finish_reason": result.finish_reason, "attempt": result.attempt,
+                         "partial": result.partial.how if result.partial else None, **judged.__dict__})
             print(" ", rows[-1], flush=True)
         return rows
     finally:
@@ -76,7 +77,8 @@ def summary(rows: list[dict]) -> dict:
         return sum(map(bool, known)) / len(known) if known else None
     return {"items": len(rows), "noop_rate": rate("unchanged"), "drop_rate": rate("removed"),
             "parse_rate": rate("parses"), "pass_rate": rate("tests_pass"),
-            "second_attempts": sum(r.get("attempt", 1) > 1 for r in rows), "seconds": sum(r["seconds"] for r in rows)}
+            "second_attempts": sum(r.get("attempt", 1) > 1 for r in rows),
+            "partial_replies": sum(r.get("partial") is not None for r in rows), "seconds": sum(r["seconds"] for r in rows)}
 
 
 def main() -> None:

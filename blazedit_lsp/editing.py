@@ -15,6 +15,7 @@ from pygls.exceptions import JsonRpcException
 from engine import protocol
 from engine.client import EngineClient
 from engine.guard import ASKS_TO_DELETE, UNCHANGED, Removal, keep_removed, language_of, removed_definitions
+from engine.merge import describe
 
 from .edits import RebaseConflict, rebase, settled, split_lines, text_edits
 from .engine_link import UNREACHABLE
@@ -221,10 +222,12 @@ async def _cancel_engine_job(client: EngineClient, job: LspJob, stream: asyncio.
 
 
 ASKING_AGAIN = "the model returned the file unchanged: asking again, with the model saying first what it changes"
+APPLY_PASS = "the model replied with part of the file: asking for the whole file with that part applied"
 
 
 async def _consume(client: EngineClient, request: protocol.Edit, job: LspJob, progress: LspProgress,
                    live: LiveApply | None) -> protocol.Done:
+    streamed = ""  # this attempt's text: a prefix of the file while the model copies it unchanged
     async for msg in client.edit(request):
         if isinstance(msg, protocol.Queued):
             progress.message(f"queued ({msg.position} ahead)")
@@ -237,8 +240,10 @@ async def _consume(client: EngineClient, request: protocol.Edit, job: LspJob, pr
             job.stats = msg.stats
             if msg.attempt != job.attempt:  # the engine asks again: the file streams anew
                 job.attempt, job.streamed = msg.attempt, ""
-                progress.message(ASKING_AGAIN)
+                progress.message(ASKING_AGAIN if job.sent.startswith(streamed) else APPLY_PASS)
+                streamed = ""
                 continue
+            streamed += msg.text
             if live is not None:
                 live.feed(msg.text)
             progress.report(msg.stats, msg.chars, msg.tokens_per_second)
@@ -255,6 +260,8 @@ async def _deliver(ls: Host, job: LspJob, done: protocol.Done) -> tuple[str, str
     if result == job.sent and not job.hunks_applied:
         ls.tell(types.MessageType.Info, f"Blazedit: {UNCHANGED}")
         return "unchanged", "no changes"
+    if done.partial is not None:
+        ls.tell(types.MessageType.Info, f"Blazedit: {describe(done.partial)}")
     if (reason := guard(job.sent, result, done.finish_reason, job.instruction)) is not None:
         if not await _confirm(ls, job, reason):
             return ("cancelled", "cancelled") if job.cancelled.is_set() else ("refused", f"not applied: {reason}")

@@ -95,6 +95,8 @@ class Record:
     parses: bool | None
     removed_definitions: list[str]
     tests_pass: bool | None
+    attempts: int = 1  # the bench asks once (retry_unchanged off, as for the baselines)
+    partial: str | None = None  # the reply was part of the file: "merged" into it by item (merge.py)
 
 
 def copy_ratio(before: str, after: str) -> float:
@@ -147,7 +149,9 @@ class Bench:
             return self._llama(engine, item, method)
         *_, result = engine.edit(item["before"], item["instruction"], path=item["path"],
                                  method=method.partition("@")[0], retry_unchanged=False)  # as the baselines
-        return result.tokens, result.text, result.finish_reason, msgspec.structs.asdict(result.stats)
+        return result.tokens, result.text, result.finish_reason, {
+            **msgspec.structs.asdict(result.stats), "attempts": result.attempt,
+            "partial": result.partial.how if result.partial else None}
 
     def _baseline_setup(self, engine: Engine, item: dict):
         prompt = prompts.build(item["before"], item["instruction"], item["path"])
@@ -215,7 +219,7 @@ def _baseline_result(prompt, ids, stopper: Stopper, reason: str, seconds: float,
     text = prompt.file_from_reply(stopper.detok.text) if reason == "stop" \
         else prompt.restore_layout(stopper.detok.text, False)
     stats = {"tokens": len(stopper.tokens), "seconds": seconds, "prompt_tokens": len(ids),
-             "first_token_seconds": first_token_seconds, "cached_tokens": 0}
+             "first_token_seconds": first_token_seconds, "cached_tokens": 0, "attempts": 1, "partial": None}
     return stopper.tokens, text, reason, stats
 
 
@@ -286,6 +290,7 @@ def summarize(records: list[Record], methods: list[str]) -> dict:
             "items": len(rows),
             "noop_rate": _rate(r.unchanged for r in rows),
             "drop_rate": _rate(bool(r.removed_definitions) for r in rows),
+            "merged_rate": _rate(r.partial is not None for r in rows),
             "parse_rate": _rate(r.parses for r in rows),
             "pass_rate": _rate(r.tests_pass for r in rows),
         }
@@ -353,7 +358,7 @@ def run_bench(engine: Engine, load_engine: Callable[[str], Engine], items: list[
                 first_divergence=divergence, copy_ratio=ratio,
                 oracle_seconds=oracle_seconds(costs, stats.get("prompt_tokens", 0), len(tokens), ratio),
                 unchanged=judged.unchanged, parses=judged.parses, removed_definitions=judged.removed,
-                tests_pass=judged.tests_pass,
+                tests_pass=judged.tests_pass, attempts=stats.get("attempts", 1), partial=stats.get("partial"),
             ))
         _write(out, records, methods, costs, command, engine)
     return summarize(records, methods)
@@ -394,11 +399,12 @@ def _markdown(data: dict) -> str:
                      f"{s['oracle_ratio']:.2f} |")
     lines += ["", f"Best transformers PLD configuration: `{best_hf_pld}`." if best_hf_pld else "", "",
               "## Edit quality", "", "Unchanged: the output is the input file (no edit made). Drops: outputs that "
-              "removed a definition the instruction does not name (engine/guard.py). Pass: the item's own tests "
-              "pass on the output (HumanEvalFix).", "",
-              "| method | unchanged | drops | parses | tests pass |", "|---|---|---|---|---|",
-              *(f"| {method} | {_pct(s['noop_rate'])} | {_pct(s['drop_rate'])} | {_pct(s['parse_rate'])} | "
-                f"{_pct(s['pass_rate'])} |" for method, s in summary.items()), "",
+              "removed a definition or top-level statement the instruction does not name (engine/guard.py). Merged: "
+              "the reply was part of the file and was merged into it by item (engine/merge.py; the baselines' "
+              "replies are taken as they are). Pass: the item's own tests pass on the output (HumanEvalFix).", "",
+              "| method | unchanged | drops | merged | parses | tests pass |", "|---|---|---|---|---|---|",
+              *(f"| {method} | {_pct(s['noop_rate'])} | {_pct(s['drop_rate'])} | {_pct(s.get('merged_rate'))} | "
+                f"{_pct(s['parse_rate'])} | {_pct(s['pass_rate'])} |" for method, s in summary.items()), "",
               "## Items", "", "| item | method | s | chars/s | tokens | target passes | drafted / accepted | "
               "copy ratio | finish | identical (first divergence) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in data["records"]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from engine.cli_base import CliError, add_model_arguments, draft_spec, require_engine
 from engine.daemon_cli import add_engine_commands, add_engine_option, edit_via_daemon
 from engine.guard import SECOND_ATTEMPT, UNCHANGED, Removal, removed_definitions
+from engine.merge import describe
 from engine.prompts import line_region
 from engine.protocol import METHODS, DecodingOptions, Region
 
@@ -226,6 +227,7 @@ def report(args: argparse.Namespace, before: str, result) -> int:
             "prefill_seconds": round(stats.prefill_seconds, 4),
             "chars_per_second": round(len(result.text) / stats.seconds, 2) if stats.seconds else 0.0,
             "removed_definitions": [removal_json(r) for r in removals], "attempt": result.attempt,
+            "partial": None if result.partial is None else {"how": result.partial.how, "items": result.partial.items},
         }))
         return 0 if result.finish_reason == "stop" else 1
     writes = args.in_place or args.output
@@ -238,8 +240,10 @@ def report(args: argparse.Namespace, before: str, result) -> int:
         print(f"blazedit: warning: the edit removes {removal}", file=sys.stderr)
     if result.text == before and result.finish_reason == "stop":
         print(f"blazedit: note: {UNCHANGED}", file=sys.stderr)
-    elif result.attempt > 1:
+    elif result.attempt - (result.partial is not None and result.partial.how == "apply_pass") > 1:  # plan first
         print(f"blazedit: note: {SECOND_ATTEMPT}", file=sys.stderr)
+    if result.partial is not None:
+        print(f"blazedit: note: {describe(result.partial)}", file=sys.stderr)
     if writes:
         write_atomically(args.output or args.path, result.text)
     elif args.diff:

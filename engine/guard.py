@@ -1,10 +1,13 @@
 """Definitions an edit removed, and the edit with them put back.
 
 A small model rewriting a whole file sometimes drops a function, or stops
-early and leaves the rest of the file out. Nothing in the model's output says
-so, so we compare the definitions (functions, methods, classes and the like,
-at the top level and inside classes) before and after: one that is gone,
-unless the instruction names it, is a removal the user must see.
+early and leaves the rest of the file out, or answers with only the part it
+changed. Nothing in the model's output says so, so we compare the definitions
+(functions, methods, classes and the like, at the top level and inside
+classes) and every other top-level statement (imports, assignments, the module
+docstring...) before and after: one that is gone, unless the instruction names
+it, is a removal the user must see. A result without its imports fails as
+surely as one without a function.
 
 Parsing is tree-sitter's, with the grammars from PyPI (nothing is downloaded
 at run time); a language without a grammar gets a small indentation
@@ -24,6 +27,9 @@ from pathlib import PurePath
 import tree_sitter
 
 CALLABLE = ("function", "method", "constructor")
+STATEMENTS = ("import", "assignment", "declaration", "docstring", "statement")
+"""Kinds of the top-level items that are not definitions (tree-sitter languages only)."""
+SHOWN_CHARS = 60  # of a statement's first line, in messages
 
 
 @dataclass(frozen=True)
@@ -33,8 +39,12 @@ class Definition:
     qualified: str  # "Inventory.restock"
     lines: tuple[int, int]  # first and last line, 1-based
     span: tuple[int, int]  # text[span[0]:span[1]], with its decorators and the comments right above it
+    shown: str = ""  # a statement: its first line ("import os"), what messages name it by
+    names: frozenset[str] = frozenset()  # an import: the names in it; present while a result still imports them
 
     def __str__(self) -> str:
+        if self.kind in STATEMENTS:
+            return self.shown
         return f"{self.qualified}()" if self.kind in CALLABLE else f"{self.kind} {self.qualified}"
 
 
@@ -67,9 +77,11 @@ SECOND_ATTEMPT = ("the model first returned the file unchanged; this is its seco
 
 
 def removed_definitions(before: str, after: str, instruction: str, language: str | None) -> list[Removal]:
-    """Definitions of ``before`` that ``after`` lacks and the instruction does
-    not name (itself or an enclosing class), outermost only. ``language`` is a
-    language id ("python") or a file path, as for ``language_of``.
+    """Definitions and top-level statements of ``before`` that ``after`` lacks
+    and the instruction does not name (itself or an enclosing class), outermost
+    only, in document order. ``language`` is a language id ("python") or a file
+    path, as for ``language_of``. An import is present while ``after``'s imports
+    still hold every name in it (``import os`` -> ``import os, sys`` removes nothing).
 
     A definition after the point where the result stopped copying is a removal
     even when named, unless the instruction asks for deletion: "add docstrings
@@ -77,10 +89,12 @@ def removed_definitions(before: str, after: str, instruction: str, language: str
     language = language_of(language)
     (old, old_parsed), (new, new_parsed) = _parse(before, language), _parse(after, language)
     present = {(d.kind, d.qualified) for d in new}
+    imported = frozenset().union(*(d.names for d in new if d.kind == "import"))
     cut = _cut_line(_lines(before), _lines(after))
     removals: list[Removal] = []
     for d in old:
-        if (d.kind, d.qualified) in present or any(_inside(d, r.definition) for r in removals):
+        kept = d.names <= imported if d.kind == "import" else (d.kind, d.qualified) in present
+        if kept or any(_inside(d, r.definition) for r in removals):
             continue
         if not (old_parsed and new_parsed) and _mentions(after, d.name):
             continue  # a syntax error can hide a definition from the parser, not its name from the text
@@ -92,19 +106,26 @@ def removed_definitions(before: str, after: str, instruction: str, language: str
 
 
 def keep_removed(before: str, after: str, removals: list[Removal]) -> str:
-    """``after`` with each removed definition's original lines put back where
-    the edit dropped them: after the last line that the result copied from
-    before the definition, past the rest of that line's block.
+    """``after`` with each removed definition's (or statement's) original lines
+    put back where the edit dropped them: after the last line that the result
+    copied from before it, past the rest of that line's block; removed
+    neighbours (the imports, the constants below them) go back together.
 
     Every line of ``after`` stays, so the rest of the edit still applies."""
     old, new = _lines(before), _lines(after)
     copied = {i: j for j, i in _copied(old, new).items()}  # original line -> result line
     inserts: dict[int, list[str]] = defaultdict(list)  # result line -> lines to put before it
+    blocks: list[list[int]] = []  # [result line, first original line, end], neighbours in the original joined
     for removal in sorted(removals, key=lambda r: r.definition.span):
         first, last = removal.definition.lines[0] - 1, removal.definition.lines[1]
         gap = _blank_run_before(old, first)
         anchor = max((copied[i] for i in range(gap) if i in copied and old[i].strip()), default=-1)
         at = _block_end(new, anchor + 1, _indent(old[first]))
+        if blocks and blocks[-1][0] == at and _blank_run_after(old, blocks[-1][2]) >= gap:
+            blocks[-1][2] = max(blocks[-1][2], last)  # imports one after the other go back as one block
+        else:
+            blocks.append([at, gap, last])
+    for at, gap, last in blocks:
         block = old[gap:last]
         if at < len(new) and new[at].strip():  # keep it apart from the line that follows
             block += old[last:_blank_run_after(old, last)]
@@ -202,7 +223,13 @@ def language_of(*hints: str | None) -> str | None:
 def definitions(text: str, language: str | None) -> list[Definition]:
     """Top-level and class-level definitions in document order (a container
     before its members); a language without a grammar gets the heuristic."""
-    return _parse(text, language_of(language))[0]
+    return [d for d in _parse(text, language_of(language))[0] if d.kind not in STATEMENTS]
+
+
+def top_level(text: str, language: str | None) -> tuple[list[Definition], bool]:
+    """Every item of the file in document order, definitions (members
+    included) and top-level statements, and whether the text parsed."""
+    return _parse(text, language_of(language))
 
 
 def parses(text: str, language: str | None) -> bool | None:
@@ -212,14 +239,15 @@ def parses(text: str, language: str | None) -> bool | None:
 
 
 def _parse(text: str, language: str | None) -> tuple[list[Definition], bool]:
-    """The definitions, and whether the text parsed without a syntax error."""
+    """The definitions and top-level statements, and whether the text parsed without a syntax error."""
     if language is None:
         return _heuristic_definitions(text), True
     grammar = GRAMMARS[language]
     tree = tree_sitter.Parser(_language(grammar.module, grammar.function)).parse(_utf8(text))
     walker = _Walker(grammar, _Text(text))
     walker.scope(tree.root_node, "", in_class=False)
-    return walker.found, not tree.root_node.has_error
+    items = walker.found + _statements(tree.root_node, grammar, walker.text)
+    return sorted(items, key=lambda d: (d.span[0], -d.span[1])), not tree.root_node.has_error
 
 
 @lru_cache(maxsize=None)
@@ -258,6 +286,60 @@ class _Walker:
         body = node.child_by_field_name("body")
         if kind not in CALLABLE and body is not None:
             self.scope(body, f"{prefix}{members}.", in_class=kind not in ("namespace", "module"))
+
+
+_IMPORTS = frozenset({"import_statement", "import_from_statement", "future_import_statement", "import_declaration",
+                      "use_declaration", "extern_crate_declaration", "preproc_include"})
+_ASSIGNMENTS = {"assignment": "assignment", "augmented_assignment": "assignment", "lexical_declaration": "assignment",
+                "variable_declaration": "assignment", "const_declaration": "assignment", "var_declaration": "assignment",
+                "const_item": "assignment", "static_item": "assignment", "declaration": "declaration"}
+_STATEMENT_WRAPPERS = frozenset({"expression_statement", "export_statement"})
+
+
+def _statements(root, grammar: Grammar, text: _Text) -> list[Definition]:
+    """The root's children that are no definition and no comment: imports,
+    assignments, a Python module docstring, anything else by its first line.
+    Children that did not parse are left out (a syntax error is no statement)."""
+    found, first = [], True
+    for node in root.named_children:
+        if node.type == "ERROR" or node.type in _ATTACHED or node.type in grammar.transparent:
+            continue
+        if _unwrap(node, grammar):
+            first = False
+            continue
+        start, end = _attached_start(node, text), node.end_point
+        shown = text.of(node).strip().split("\n", 1)[0].rstrip()
+        shown = shown if len(shown) <= SHOWN_CHARS else shown[: SHOWN_CHARS - 1] + "…"
+        inner = node.named_children[0] if node.type in _STATEMENT_WRAPPERS and node.named_children else node
+        kind, name, names = "statement", shown, frozenset()
+        if node.type in _IMPORTS:
+            kind, names = "import", frozenset(_leaves(node, text))
+        elif inner.type in _ASSIGNMENTS:
+            kind, name = _ASSIGNMENTS[inner.type], ", ".join(_bound(inner, text)) or shown
+        elif first and inner.type == "string" and len(node.named_children) == 1 and grammar.module == "tree_sitter_python":
+            kind, name, shown = "docstring", "docstring", "the module docstring"
+        first = False
+        found.append(Definition(name=name, kind=kind, qualified=name, lines=(start.row + 1, end.row + (1 if end.column else 0)),
+                                span=(text.offset(start), text.offset(end)), shown=shown, names=names))
+    return found
+
+
+def _bound(node, text: _Text) -> list[str]:
+    """The names a top-level assignment or declaration binds."""
+    if node.type in ("assignment", "augmented_assignment"):
+        return [text.of(node.child_by_field_name("left"))]
+    if node.child_by_field_name("declarator") is not None:  # C: `static int *x = 0;`
+        return [_name(node, text)[1]]
+    if names := [text.of(n) for n in node.children_by_field_name("name")]:
+        return names
+    return [name for child in node.named_children for name in _bound(child, text)]
+
+
+def _leaves(node, text: _Text) -> list[str]:
+    """The identifiers (and module paths) of an import."""
+    if not node.named_children:
+        return [] if "comment" in node.type else [text.of(node)]
+    return [leaf for child in node.named_children for leaf in _leaves(child, text)]
 
 
 def _unwrap(node, grammar: Grammar) -> list:
@@ -318,8 +400,9 @@ def _inside(d: Definition, outer: Definition) -> bool:
 
 def _names(instruction: str, d: Definition) -> bool:
     """Whether the instruction names the definition or one that encloses it
-    (a whole word, case-sensitive: "rename Inventory" covers its methods)."""
-    return any(_mentions(instruction, name) for name in {d.name, *d.qualified.split(".")[:-1]} if name)
+    (a whole word, case-sensitive: "rename Inventory" covers its methods); an
+    import, by any name in it ("drop the os import")."""
+    return any(_mentions(instruction, name) for name in {d.name, *d.qualified.split(".")[:-1], *d.names} if name)
 
 
 def _mentions(text: str, name: str) -> bool:

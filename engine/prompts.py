@@ -11,6 +11,9 @@ writing at once and the first closing fence line ends it.
 A second attempt after an unchanged reply (``plan_first``) asks the model to say first,
 in one sentence, what it will change: the reply then opens its own fence, and
 ``ReplyReader`` takes the file from inside it (as from a remote server's reply).
+An apply pass after a partial reply that cannot be merged by name (``sketch``,
+engine/merge.py) shows that reply after the instruction and asks for the whole file
+with it applied; the file stays the lookup source, as for every whole-file edit.
 """
 
 from __future__ import annotations
@@ -27,9 +30,14 @@ SYSTEM = (
 
 AFTER_FILE = "\n\nInstruction: "  # what follows the fence that closes the file
 
+APPLY_SKETCH = ("An earlier reply gave only the part of the file that it changed:\n{sketch}\n\n"
+                "Reply with the whole edited file in one {block} code block: that part as the earlier reply wrote "
+                "it, every other line exactly as in the file.")
+
 # Measured on commit-message instructions that the model first answered with the file
 # unchanged: said first, the plan turns 4 of 4 into edits (bench/results/noop-rescue/).
-PLAN_FIRST = "First say in one sentence which lines you will change and how; then reply with the whole edited file."
+PLAN_FIRST = ("First say in one sentence which lines you will change and how; then reply with the whole edited "
+              "file, every line of it from the first to the last, not only the part you change.")
 
 _OPENING = r"[ \t]*{fence}[\w+#.-]*[ \t]*"  # a line that opens a code block
 
@@ -107,18 +115,25 @@ class EditPrompt:
 
 
 def build(text: str, instruction: str, path: str = "", language: str | None = None,
-          region: tuple[int, int] | None = None, plan_first: bool = False) -> EditPrompt:
+          region: tuple[int, int] | None = None, plan_first: bool = False, sketch: str | None = None) -> EditPrompt:
     """The prompt for editing ``text``, or only ``text[start:end]`` when ``region`` is given
     (str offsets on line boundaries: check them with ``region_problem`` first).
     ``plan_first`` (whole files only): the model says what it will change, then opens
-    the fence itself."""
+    the fence itself. ``sketch`` (whole files only): an earlier reply that gave part of
+    the file, to be written into the whole file (an apply pass)."""
     line_ending = "\r\n" if "\r\n" in text else "\n"
     body = text.replace("\r\n", "\n").rstrip("\n")
-    fence = fence_for(body)
+    shown_sketch = (sketch or "").replace("\r\n", "\n").rstrip("\n")
+    fence = fence_for(body + "\n" + shown_sketch)
     lang = language_for(path, language)
     name = f" `{PurePath(path).name}`" if path else ""
     context = f"File{name}:\n{fence}{lang}\n{body}\n{fence}"
-    if region is None:
+    if sketch is not None:
+        assert region is None and not plan_first, "an apply pass is a whole-file edit of its own"
+        user = (f"{context}{AFTER_FILE}{instruction.strip()}\n\n"
+                + APPLY_SKETCH.format(sketch=f"{fence}{lang}\n{shown_sketch}\n{fence}", block=f"{fence}{lang}"))
+        trailing = text.endswith("\n")
+    elif region is None:
         user = (f"{context}{AFTER_FILE}{instruction.strip()}\n\n"
                 f"Reply with the whole edited file in one {fence}{lang} code block.")
         trailing = text.endswith("\n")

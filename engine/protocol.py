@@ -18,7 +18,7 @@ from typing import Annotated, Literal, Union, get_args
 
 import msgspec
 
-PROTOCOL_VERSION = 4  # 4: Edit.retry_unchanged, Progress/Done.attempt; 3: Warm, Edit.region; 2: Welcome and StatusReply lost the fields no client read
+PROTOCOL_VERSION = 5  # 5: Done.partial; 4: Edit.retry_unchanged, Progress/Done.attempt; 3: Warm, Edit.region; 2: Welcome and StatusReply lost the fields no client read
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 HELLO_MAX_FRAME_BYTES = 64 * 1024
 
@@ -223,16 +223,29 @@ class Progress(Message, tag="progress"):
     attempt: int = 1
 
 
+class Partial(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """How a reply that covered only part of the file became the file (engine/merge.py)."""
+
+    how: Literal["merged", "apply_pass"]
+    """``merged``: the reply's items replaced the file's by kind and name; ``apply_pass``:
+    the model was asked again for the whole file with its partial reply applied."""
+    items: list[str] = []
+    """What the partial reply rewrote ("do_complete()", "Inventory.restock()"); empty
+    where an apply pass could not tell."""
+
+
 class Done(Message, tag="done"):
     """Terminal message of a job. ``text`` is the regenerated file (or, for an Edit with
     a region, the region's new text), already extracted from the reply, with the
-    input's line endings."""
+    input's line endings. ``partial``: the reply was part of the file, and ``text`` is
+    the whole file made from it (None: the reply was the file)."""
 
     job_id: str
     text: str
     finish_reason: FinishReason
     stats: Stats  # of the attempt that wrote ``text``
     attempt: int = 1
+    partial: Partial | None = None
 
 
 class Error(Message, tag="error"):

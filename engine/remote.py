@@ -41,6 +41,7 @@ import engine
 from engine import protocol
 from engine.address import API_KEY_ENVS, OPENAI_PREFIX, AddressError, parse_openai, read_api_key
 from engine.errors import EngineUnavailable
+from engine.merge import partial_edit
 from engine.prompts import EditPrompt, ReplyReader, ask_again, build, region_problem
 from engine.throttle import Throttle
 
@@ -217,31 +218,56 @@ class RemoteJob:
     async def run(self) -> AsyncIterator[protocol.Message]:
         """The job's messages; the stream is closed before the last one goes out (a consumer
         may stop at it and leave this generator unfinished). A file that comes back
-        unchanged is asked for once more, plan first, as the local engine does."""
+        unchanged is asked for once more, plan first, and a reply that is part of the file
+        is merged into it or, where that is ambiguous, written into it by an apply pass,
+        as the local engine does (engine/merge.py)."""
+        applying = False
         while True:
             async for message in self._messages():
                 if isinstance(message, (protocol.Done, protocol.Error)):
                     await self.stop()
                     break
                 yield message
-            if not self._asks_again(message):
+            if isinstance(message, protocol.Done) and applying and message.finish_reason == "stop":
+                message.partial = protocol.Partial(how="apply_pass")
+            elif isinstance(message, protocol.Done) and not self._asks_again(message):
+                applying = self._settle_partial(message)
+            if not (isinstance(message, protocol.Done) and self.attempt > message.attempt):
                 yield message
                 return
             yield protocol.Progress(job_id=self.edit.job_id, text="", chars=0, tokens_per_second=0.0,
                                     stats=protocol.Stats(), attempt=self.attempt)
 
-    def _asks_again(self, message: protocol.Message) -> bool:
+    def _asks_again(self, message: protocol.Done) -> bool:
         """Whether ``message`` ends a first attempt that calls for a second: then the
         job is set up for it (the plan-first prompt, a fresh reader and counters)."""
         edit = self.edit
-        if not (isinstance(message, protocol.Done) and self.attempt == 1 and edit.retry_unchanged
+        if not (self.attempt == 1 and edit.retry_unchanged
                 and ask_again(edit.text, edit.instruction, self.span, message.finish_reason, message.text)):
             return False
         log.info("job %s: the reply was the file unchanged: asking again, plan first", edit.job_id)
-        self.attempt = 2
-        self.prompt = build(edit.text, edit.instruction, edit.path, edit.language, plan_first=True)
-        self.reader, self.stats, self.tokens = ReplyReader(self.prompt), protocol.Stats(), 0
+        self._next(build(edit.text, edit.instruction, edit.path, edit.language, plan_first=True))
         return True
+
+    def _settle_partial(self, message: protocol.Done) -> bool:
+        """Merge a reply that is part of the file into ``message``; or, where that is
+        ambiguous, set the job up for an apply pass and say so (True)."""
+        edit = self.edit
+        sketch = partial_edit(edit.text, edit.instruction, self.span, message.finish_reason, message.text,
+                              edit.language or edit.path)
+        if sketch is not None and sketch.text is not None:
+            message.text, message.partial = sketch.text, protocol.Partial(how="merged", items=sketch.items)
+        elif sketch is not None and edit.retry_unchanged:
+            log.info("job %s: the reply was part of the file: asking for the whole file with it applied", edit.job_id)
+            self._next(build(edit.text, edit.instruction, edit.path, edit.language, sketch=message.text))
+            return True
+        return False
+
+    def _next(self, prompt: EditPrompt) -> None:
+        """Set the job up for one more attempt: ``prompt``, a fresh reader and counters."""
+        self.attempt += 1
+        self.prompt = prompt
+        self.reader, self.stats, self.tokens = ReplyReader(self.prompt), protocol.Stats(), 0
 
     async def _messages(self) -> AsyncIterator[protocol.Message]:
         job_id, started_at = self.edit.job_id, time.monotonic()

@@ -345,7 +345,7 @@ class Service:
         if result.finish_reason == "cancelled":
             return self._stopped_message(job, job.stop_reason, result.text, result.stats)
         return protocol.Done(job_id=job.edit.job_id, text=result.text, finish_reason=result.finish_reason,
-                             stats=result.stats, attempt=result.attempt)
+                             stats=result.stats, attempt=result.attempt, partial=result.partial)
 
 
 class _Stream:

@@ -17,7 +17,7 @@ from typing import Callable, Generator, Iterator
 import msgspec
 import torch
 
-from engine import calibration, models, prompts
+from engine import calibration, merge, models, prompts
 from engine.catalogue import DEFAULT_DRAFT, DEFAULT_TARGET
 from engine.completion import Completion, PredictionUsage, prediction_usage, render, safe_length
 from engine.decoding import strategies
@@ -25,7 +25,7 @@ from engine.decoding.cached_model import CachedModel, common_prefix_length
 from engine.decoding.cost import ForwardCost
 from engine.decoding.loop import DecodeStep, Detokenizer, StopRule, generate, stop_string_at
 from engine.prefix_cache import MIN_REUSE_TOKENS, PrefixCache
-from engine.protocol import DecodingOptions, ErrorCode, FinishReason, ModelInfo, Region, Stats
+from engine.protocol import DecodingOptions, ErrorCode, FinishReason, ModelInfo, Partial, Region, Stats
 from engine.runtimes.base import open_runtime
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,8 @@ class Result:
     finish_reason: FinishReason
     stats: Stats
     tokens: list[int]  # the generated reply tokens (for identity checks)
-    attempt: int = 1  # 2: the first reply was the file unchanged, and this is the second
+    attempt: int = 1  # 2: the first reply was the file unchanged, and this is the second (or an apply pass)
+    partial: Partial | None = None  # the reply was part of the file, and ``text`` the whole file made from it
 
 
 @dataclass
@@ -193,6 +194,9 @@ class Engine:
         ``retry_unchanged``: a whole file that comes back unchanged is asked for once
         more, with the model saying first what it will change (prompts.PLAN_FIRST); the
         second attempt's EditSteps have ``attempt`` 2 and stream the file from its start.
+        A reply that is part of the file (engine/merge.py) is merged into it by item; where
+        that is ambiguous and ``retry_unchanged`` holds, an apply pass (one more attempt)
+        writes the whole file from it.
 
         Raises EngineError before the first event for input it cannot handle."""
         options = options or DecodingOptions()
@@ -226,6 +230,18 @@ class Engine:
                 log.info("the reply was the file unchanged: asking again, plan first")
                 result = yield from self._attempt(prompt, ids, copy_end, copy_start, max_new, method, options,
                                                   should_stop, attempt=2)
+        sketch = merge.partial_edit(text, instruction, span, result.finish_reason, result.text, language or path)
+        if sketch is not None and sketch.text is not None:
+            result.text, result.partial = sketch.text, Partial(how="merged", items=sketch.items)
+        elif sketch is not None and retry_unchanged:
+            prompt = prompts.build(text, instruction, path, language, sketch=result.text)
+            ids, copy_end, copy_start = self._encode(prompt)
+            max_new = options.max_new_tokens or min(max_new_tokens_for(file_tokens), context - len(ids))
+            if len(ids) + max_new <= context:
+                log.info("the reply was part of the file: asking for the whole file with it applied")
+                result = yield from self._attempt(prompt, ids, copy_end, copy_start, max_new, method, options,
+                                                  should_stop, attempt=result.attempt + 1)
+                result.partial = Partial(how="apply_pass")
         yield result
 
     def _attempt(self, prompt: prompts.EditPrompt, ids: list[int], copy_end: int, copy_start: int, max_new: int,

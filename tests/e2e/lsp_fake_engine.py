@@ -45,6 +45,10 @@ class FakeEngine:
         a second attempt with ``respond``'s text, as the engine does after an unchanged reply."""
         self.error: tuple[str, str] | None = None
         """(code, message): answer every job with this Error instead."""
+        self.sketch: str | None = None
+        self.partial: protocol.Partial | None = None
+        """A reply that was part of the file: ``sketch`` streams, then the Done has
+        ``respond``'s text (the merged file) and this ``partial``, as the engine sends them."""
         self.jobs: list[FakeJob] = []
         self.new_job = asyncio.Event()
         self.warms: list[protocol.Warm] = []
@@ -154,7 +158,8 @@ class FakeEngine:
                 attempt = 2
                 await send(writer, protocol.Progress(job_id=edit.job_id, text="", chars=0, tokens_per_second=0.0,
                                                      stats=stats, attempt=attempt))
-        half = text[: len(text) // 2]
+        streamed = self.sketch if self.sketch is not None else text
+        half = streamed[: len(streamed) // 2]
         stats.tokens, stats.drafted, stats.accepted = len(half) // 4, len(half) // 4, len(half) // 5
         await send(writer, protocol.Progress(
             job_id=edit.job_id, text=half, chars=len(half), tokens_per_second=42.0, stats=stats, attempt=attempt))
@@ -171,7 +176,8 @@ class FakeEngine:
         stats.tokens = len(text) // 4
         with contextlib.suppress(ConnectionError):
             await send(writer, protocol.Done(
-                job_id=edit.job_id, text=text, finish_reason=finish_reason, stats=stats, attempt=attempt))
+                job_id=edit.job_id, text=text, finish_reason=finish_reason, stats=stats, attempt=attempt,
+                partial=self.partial))
         job.ended.set()
 
 

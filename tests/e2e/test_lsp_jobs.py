@@ -24,6 +24,8 @@ from pytest_lsp.client import captured_exception_key
 
 from blazedit_lsp.actions import KIND
 from blazedit_lsp.editing import ASKING_AGAIN
+from engine import protocol
+from engine.merge import describe
 from engine.guard import UNCHANGED
 
 URI = "file:///work/demo.py"
@@ -635,6 +637,20 @@ async def test_an_unchanged_reply_is_asked_for_again(client: LanguageClient, fak
     else:
         assert result["state"] == "unchanged" and editor.applied == [] and ASKING_AGAIN not in reports
         assert editor.messages(types.MessageType.Info) == [f"Blazedit: {UNCHANGED}"]
+
+
+async def test_a_partial_second_reply_lands_as_a_merged_edit_with_a_message(client: LanguageClient, fake: FakeEngine):
+    """The second attempt streams only main() (the live apply must not apply it as the
+    file); the engine merged it, and the editor gets the whole file and is told so."""
+    editor = editor_of(client)
+    fake.respond, fake.unchanged_first = swap_words, True
+    fake.sketch = "def main():\n    print(get('x'))\n"
+    fake.partial = protocol.Partial(how="merged", items=["main()"])
+    editor.open(URI, TEXT)
+    result = await editor.edit(URI, RENAME)
+    assert result["state"] == "applied" and editor.text(URI) == swap(TEXT)
+    assert f"Blazedit: {describe(fake.partial)}" in editor.messages(types.MessageType.Info)
+    assert ASKING_AGAIN in [r.message for r in editor.progress(types.WorkDoneProgressReport)]
 
 
 async def test_an_editor_that_never_answers_an_edit_does_not_hold_the_job(client: LanguageClient, fake: FakeEngine):

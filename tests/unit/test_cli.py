@@ -9,7 +9,7 @@ import pytest
 
 from engine import cli, protocol
 from engine.cli import main
-from engine.guard import UNCHANGED
+from engine.guard import SECOND_ATTEMPT, UNCHANGED
 
 TINY = ["--model", "tiny-random", "--max-new-tokens", "40"]
 
@@ -156,6 +156,33 @@ def test_json_lists_the_removed_definitions(capsys, dropping):
     assert status == 0 and err == ""
     assert json.loads(out)["removed_definitions"] == [
         {"name": "restock", "kind": "function", "qualified_name": "restock", "lines": [6, 7], "cut_off": True}]
+
+
+def test_a_merged_partial_reply_is_said_and_listed(capsys, monkeypatch, tmp_path):
+    merged = INVENTORY.replace("return 1", "return 2")
+    monkeypatch.setattr(cli, "edit_via_daemon", lambda args, text, options, region: protocol.Done(
+        job_id="scripted", text=merged, finish_reason="stop", stats=protocol.Stats(), attempt=2,
+        partial=protocol.Partial(how="merged", items=["restock()"])))
+    path = tmp_path / "inventory.py"
+    path.write_text(INVENTORY)
+    status, out, err = edit(capsys, str(path), "-i", "return 2 from restock")
+    assert status == 0 and out == merged
+    assert err == (f"blazedit: note: {SECOND_ATTEMPT}\nblazedit: note: the model replied with part of the file: "
+                   "applied as a partial edit of restock()\n")
+    status, out, _ = edit(capsys, str(path), "-i", "return 2 from restock", "--json")
+    assert json.loads(out)["partial"] == {"how": "merged", "items": ["restock()"]}
+
+
+def test_a_dropped_import_is_named(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(cli, "edit_via_daemon", lambda args, text, options, region: protocol.Done(
+        job_id="scripted", text=text.replace("import os\n", ""), finish_reason="stop", stats=protocol.Stats()))
+    path = tmp_path / "inventory.py"
+    path.write_text("import os\n" + INVENTORY)
+    status, out, err = edit(capsys, str(path), "-i", "tidy up", "--json")
+    assert json.loads(out)["removed_definitions"] == [
+        {"name": "import os", "kind": "import", "qualified_name": "import os", "lines": [1, 1], "cut_off": False}]
+    status, out, err = edit(capsys, str(path), "-i", "tidy up")
+    assert err == "blazedit: warning: the edit removes import os (line 1)\n"
 
 
 def test_naming_the_definition_in_the_instruction_allows_its_removal(capsys, dropping):

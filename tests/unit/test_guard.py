@@ -246,3 +246,71 @@ def test_the_module_imports_no_model_runtime():
     code = ("import sys, engine.guard; loaded = {'torch', 'transformers', 'llama_cpp'} & set(sys.modules); "
             "assert not loaded, loaded")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# ------------------------------------------------------------------ top-level statements
+
+
+MODULE = '''"""Stock keeping."""
+
+import os
+from typing import Dict
+
+LIMIT = 10
+registry: Dict[str, int] = {}
+
+
+@cache
+def restock(n):
+    return min(n, LIMIT)
+
+
+if __name__ == "__main__":
+    restock(os.cpu_count())
+'''
+RESTOCK_ONLY = MODULE[MODULE.index("@cache"): MODULE.index("\n\n\nif")].replace("min(n", "max(n") + "\n"
+
+
+def test_every_top_level_statement_is_guarded_and_named():
+    assert removed(MODULE, RESTOCK_ONLY, "fix restock") == [
+        ("the module docstring", (1, 1), False), ("import os", (3, 3), False),
+        ("from typing import Dict", (4, 4), False), ("LIMIT = 10", (6, 6), False),
+        ("registry: Dict[str, int] = {}", (7, 7), False), ('if __name__ == "__main__":', (15, 16), False)]
+    kinds = [(r.definition.kind, r.definition.name)
+             for r in removed_definitions(MODULE, RESTOCK_ONLY, "fix restock", "python")]
+    assert kinds == [("docstring", "docstring"), ("import", "import os"), ("import", "from typing import Dict"),
+                     ("assignment", "LIMIT"), ("assignment", "registry"),
+                     ("statement", 'if __name__ == "__main__":')]
+    assert [str(d) for d in definitions(MODULE, "python")] == ["restock()"]  # the decorator is restock's
+
+
+def test_keep_restores_statements_in_place():
+    kept = keep_removed(MODULE, RESTOCK_ONLY, removed_definitions(MODULE, RESTOCK_ONLY, "fix restock", "python"))
+    assert kept == MODULE.replace("min(n", "max(n")
+    compile(kept, "module.py", "exec")
+
+
+def test_an_import_is_present_while_its_names_are_imported():
+    grown = MODULE.replace("import os\n", "import os, sys\n").replace("import Dict", "import Dict, List")
+    assert removed(MODULE, grown) == []
+    split = MODULE.replace("from typing import Dict", "import typing\nfrom typing import Dict as Dict")
+    assert removed(MODULE, split) == []
+    assert removed(MODULE, MODULE.replace("import os\n", "")) == [("import os", (3, 3), False)]
+    assert removed(MODULE, MODULE.replace("import os\n", ""), "drop the os import") == []
+    assert removed(MODULE, MODULE.replace("LIMIT = 10", "LIMIT = 12")) == []
+    assert removed(MODULE, MODULE.replace("LIMIT = 10", "CAP = 10")) == [("LIMIT = 10", (6, 6), False)]
+
+
+@pytest.mark.parametrize("language, text, shown", [
+    ("javascript", 'import { a } from "./a";\nconst LIMIT = 3;\nexport let n = 0;\nconst f = () => 1;\n',
+     ['import { a } from "./a";', "const LIMIT = 3;", "export let n = 0;"]),
+    ("go", 'package stock\n\nimport (\n\t"fmt"\n)\n\nconst Limit = 3\n\nfunc F() {}\n',
+     ["package stock", "import (", "const Limit = 3"]),
+    ("rust", "use std::fmt;\n\nconst LIMIT: u32 = 3;\nstatic mut N: u32 = 0;\n\nfn f() {}\n",
+     ["use std::fmt;", "const LIMIT: u32 = 3;", "static mut N: u32 = 0;"]),
+])
+def test_statements_in_other_languages(language, text, shown):
+    after = text[text.rindex("\n", 0, len(text) - 1) + 1:]  # the last definition alone
+    removals = removed_definitions(text, after, "x", language)
+    assert [str(r.definition) for r in removals] == shown
+    assert keep_removed(text, after, removals) == text

@@ -16,7 +16,7 @@ HEAVY = ("torch", "transformers", "llama_cpp", "matplotlib", "gguf", "accelerate
 
 TORCH_FREE = (
     "engine.protocol", "engine.address", "engine.catalogue", "engine.guard", "engine.client", "engine.remote",
-    "engine.errors",
+    "engine.errors", "engine.merge", "engine.prompts",
     "engine.cli", "engine.cli_base", "engine.daemon_cli", "engine.edit_progress", "engine.daemon", "engine.throttle",
     "engine.decoding.strategies", "engine.decoding.loop", "engine.completion", "engine.openai_schema",
 )

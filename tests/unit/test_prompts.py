@@ -187,3 +187,19 @@ def test_a_plan_first_prompt_asks_for_the_plan_and_opens_nothing():
     assert prompts.file_start("Plan.\n```python\nx", p.fence) == len("Plan.\n```python\n")
     assert prompts.file_start("Plan.\n```python\nx", p.fence, since=len("Plan.\n```py")) == len("Plan.\n```python\n")
     assert prompts.file_start("Plan with ```python inline\n", p.fence) is None
+
+
+def test_the_second_attempt_asks_for_every_line_of_the_file():
+    assert "whole edited file, every line of it" in prompts.PLAN_FIRST and "not only the part" in prompts.PLAN_FIRST
+
+
+def test_an_apply_pass_shows_the_sketch_after_the_file_which_stays_the_copy_source():
+    text, sketch = "import os\n\n\ndef f():\n    return 1\n", "def f():\n    return 2\n"
+    p = prompts.build(text, "return 2", "mod.py", sketch=sketch)
+    plain = prompts.build(text, "return 2", "mod.py")
+    user = p.messages[-1]["content"]
+    assert user.startswith(plain.messages[-1]["content"].split(prompts.AFTER_FILE)[0])  # the warm prefix is shared
+    assert user.index("return 1") < user.index("return 2") and "every other line exactly as in the file" in user
+    assert p.reply_prefix == "```python\n" and not p.opens_fence and p.copy_start(user) == 0
+    assert user[: p.file_end(user)].endswith("    return 1\n```")  # lookup copies the file, up to its fence
+    assert p.file_from_reply("import os\n\n\ndef f():\n    return 2\n```") == "import os\n\n\ndef f():\n    return 2\n"

@@ -155,6 +155,28 @@ async def test_an_unchanged_reply_is_asked_for_again_plan_first(server, retry):
     assert EDITED.startswith("".join(m.text for m in progress[restart:]))  # (throttled: the rest is in Done)
 
 
+PARTIAL_FILE = "import os\n\n\ndef f():\n    return 1\n\n\ndef g():\n    return os.sep\n"
+
+
+async def test_a_partial_reply_is_merged_as_the_local_engine_merges_it(server):
+    server.reply("```python\n", "def f() -> int:\n    return 1\n", "```\n")
+    *_, done = await run(RemoteEngineClient(server.url), edit(PARTIAL_FILE))
+    assert done.text == PARTIAL_FILE.replace("def f():", "def f() -> int:") and len(server.requests) == 1
+    assert done.partial == protocol.Partial(how="merged", items=["f()"]) and done.attempt == 1
+
+
+async def test_an_ambiguous_partial_reply_gets_an_apply_pass(server):
+    server.reply("```python\n", "def f() -> int:\n    return (1\n", "```\n")  # does not parse
+    server.reply("```python\n", PARTIAL_FILE.replace("def f():", "def f() -> int:"), "```\n")
+    messages = await run(RemoteEngineClient(server.url), edit(PARTIAL_FILE))
+    done = messages[-1]
+    assert done.text == PARTIAL_FILE.replace("def f():", "def f() -> int:") and done.attempt == 2
+    assert done.partial == protocol.Partial(how="apply_pass") and len(server.requests) == 2
+    assert server.requests[1]["messages"] == build(PARTIAL_FILE, "add type hints", "f.py",
+                                                   sketch="def f() -> int:\n    return (1\n").messages
+    assert any(isinstance(m, protocol.Progress) and m.attempt == 2 and m.chars == 0 for m in messages)
+
+
 async def test_line_endings_and_the_length_limit(server):
     server.reply("```python\n", "def f() -> int:\n", "    return", finish="length")
     (*_, done) = await run(RemoteEngineClient(server.url), edit(TEXT.replace("\n", "\r\n"), max_new_tokens=5))

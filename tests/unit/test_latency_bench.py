@@ -26,9 +26,9 @@ def test_a_row_separates_the_attempts(monkeypatch):
     monkeypatch.setattr(merge, "partial_edit", lambda *args: None)  # (its replies do not parse: an apply pass)
     one = bench.timed(engine, ITEM)
     assert one["attempts"] == 1 and one["partial"] is None and one["merged"] == []
-    assert 0 < one["first_token_s"] <= one["end_s"]
+    assert 0 <= one["first_token_s"] <= one["end_s"]
     monkeypatch.setattr(merge, "partial_edit", lambda text, *args: merge.Sketch(None, []) if args[-2] != text else None)
     engine.forget()
     two = bench.timed(engine, ITEM)
     assert two["attempts"] == 2 and two["partial"] == "apply_pass"
-    assert 0 < two["first_token_s"] < two["end_s"]
+    assert 0 <= two["first_token_s"] <= two["end_s"]  # (rounded to 10 ms: the tiny model answers in less)

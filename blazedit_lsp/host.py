@@ -8,24 +8,30 @@ one implementation.
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Protocol
+from typing import TYPE_CHECKING, Any, Awaitable, Protocol
 
 from lsprotocol import types
 from pygls.progress import Progress
+from pygls.protocol import LanguageServerProtocol
 from pygls.workspace import TextDocument, Workspace
 
 from .config import Config
 from .engine_link import EngineLink
 from .jobs import JobRegistry
 
+if TYPE_CHECKING:  # reviewing imports Host for its own annotations
+    from .reviewing import ReviewStore
+
 
 class Host(Protocol):
     config: Config
     jobs: JobRegistry
+    review: ReviewStore
     engine: EngineLink
     client_capabilities: types.ClientCapabilities
     workspace: Workspace
     work_done_progress: Progress
+    protocol: LanguageServerProtocol
 
     def tell(self, kind: types.MessageType, message: str) -> None:
         """window/showMessage, and the log."""
@@ -34,6 +40,12 @@ class Host(Protocol):
         """The document if the editor has it open (never read from disk)."""
 
     def window_log_message(self, params: types.LogMessageParams) -> None: ...
+
+    def window_show_document_async(self, params: types.ShowDocumentParams) -> Awaitable[Any]: ...
+
+    def text_document_publish_diagnostics(self, params: types.PublishDiagnosticsParams) -> None: ...
+
+    def workspace_code_lens_refresh(self, params: None) -> Any: ...
 
     def window_show_message_request_async(self, params: types.ShowMessageRequestParams) -> Awaitable[Any]: ...
 

@@ -105,6 +105,7 @@ class ReviewStore:
         self._applied_at[key] = version
         if not self._reviews[key].hunks:
             del self._reviews[key]
+            self.publish(uri)  # none left: nothing to show
 
     def keep(self, uri: str, review: Review, hunks: list[Hunk]) -> None:
         review.keep(hunks)

@@ -20,6 +20,7 @@ export interface ServerSettings {
   retryUnchanged?: boolean;
   warm?: Warm;
   warmDelayMs?: number;
+  review?: Review;
   maxNewTokens?: number;
   maxNgram?: number;
   numTokens?: number;
@@ -38,7 +39,19 @@ export type GuardRemovals = (typeof GUARD_REMOVALS)[number];
 export const WARM = ['onOpen', 'off'] as const;
 export type Warm = (typeof WARM)[number];
 
-type Kind = 'string' | 'boolean' | 'method' | 'guardRemovals' | 'warm' | 'strings' | 'positiveInt' | 'nonNegativeInt';
+export const REVIEW = ['afterApply', 'off'] as const;
+export type Review = (typeof REVIEW)[number];
+
+type Kind =
+  | 'string'
+  | 'boolean'
+  | 'method'
+  | 'guardRemovals'
+  | 'warm'
+  | 'review'
+  | 'strings'
+  | 'positiveInt'
+  | 'nonNegativeInt';
 
 /** Server key -> how its value is checked. VS Code setting `blazedit.<key>` maps to server key `<key>`. */
 export const SERVER_KEYS: Readonly<Record<keyof ServerSettings, Kind>> = {
@@ -60,6 +73,7 @@ export const SERVER_KEYS: Readonly<Record<keyof ServerSettings, Kind>> = {
   retryUnchanged: 'boolean',
   warm: 'warm',
   warmDelayMs: 'nonNegativeInt',
+  review: 'review',
   maxNewTokens: 'positiveInt',
   maxNgram: 'positiveInt',
   numTokens: 'positiveInt',
@@ -95,6 +109,8 @@ function check(kind: Kind, value: unknown): Checked {
       return oneOf(GUARD_REMOVALS, value);
     case 'warm':
       return oneOf(WARM, value);
+    case 'review':
+      return oneOf(REVIEW, value);
     case 'strings':
       return Array.isArray(value) && value.every((v) => typeof v === 'string')
         ? { ok: true, value: value.map((v: string) => v.trim()).filter((v: string) => v !== '') }

@@ -253,3 +253,37 @@ export class ProgressTracker {
     return parts.join(' ');
   }
 }
+
+/** One pending hunk of the server's `blazedit/hunks` notification (docs/lsp.md). */
+export interface Hunk {
+  id: number;
+  range: { start: { line: number; character: number }; end: { line: number; character: number } };
+  original: string;
+}
+
+export interface HunksParams {
+  uri: string;
+  version: number | null;
+  instruction: string | null;
+  hunks: Hunk[];
+}
+
+const MAX_INLINE = 60;
+
+/** What a hunk replaced, for one line of inline text: "was: def total(stock): (+2 lines)",
+ * "was: nothing (added)". The whole original goes in the hover. */
+export function removedSummary(original: string): string {
+  const lines = original.split(/\r\n|\r|\n/);
+  if (lines[lines.length - 1] === '') {
+    lines.pop();
+  }
+  if (lines.length === 0) {
+    return 'was: nothing (added)';
+  }
+  let first = lines[0].trim();
+  if (first.length > MAX_INLINE) {
+    first = first.slice(0, MAX_INLINE - 1) + '…';
+  }
+  const more = lines.length > 1 ? ` (+${lines.length - 1} line${lines.length > 2 ? 's' : ''})` : '';
+  return `was: ${first}${more}`;
+}

@@ -8,19 +8,16 @@ one implementation.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Awaitable, Protocol
+from typing import Any, Awaitable, Protocol
 
 from lsprotocol import types
 from pygls.progress import Progress
-from pygls.protocol import LanguageServerProtocol
 from pygls.workspace import TextDocument, Workspace
 
 from .config import Config
 from .engine_link import EngineLink
 from .jobs import JobRegistry
-
-if TYPE_CHECKING:  # reviewing imports Host for its own annotations
-    from .reviewing import ReviewStore
+from .reviewing import ReviewStore
 
 
 class Host(Protocol):
@@ -31,7 +28,6 @@ class Host(Protocol):
     client_capabilities: types.ClientCapabilities
     workspace: Workspace
     work_done_progress: Progress
-    protocol: LanguageServerProtocol
 
     def tell(self, kind: types.MessageType, message: str) -> None:
         """window/showMessage, and the log."""
@@ -42,10 +38,6 @@ class Host(Protocol):
     def window_log_message(self, params: types.LogMessageParams) -> None: ...
 
     def window_show_document_async(self, params: types.ShowDocumentParams) -> Awaitable[Any]: ...
-
-    def text_document_publish_diagnostics(self, params: types.PublishDiagnosticsParams) -> None: ...
-
-    def workspace_code_lens_refresh(self, params: None) -> Any: ...
 
     def window_show_message_request_async(self, params: types.ShowMessageRequestParams) -> Awaitable[Any]: ...
 

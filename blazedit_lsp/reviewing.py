@@ -13,18 +13,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import Any, AsyncIterator, Protocol
 from urllib.parse import unquote
 
 import msgspec
 from lsprotocol import types
+from pygls.protocol import LanguageServerProtocol
+from pygls.workspace import TextDocument, Workspace
 from pygls.workspace.position_codec import PositionCodec
 
+from .config import Config
 from .edits import split_lines
 from .review import Hunk, Review
-
-if TYPE_CHECKING:
-    from .host import Host
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,21 @@ ACCEPT_ALL, REJECT_ALL, NEXT_HUNK = "blazedit.acceptAll", "blazedit.rejectAll", 
 COMMANDS = (ACCEPT_HUNK, REJECT_HUNK, ACCEPT_ALL, REJECT_ALL, NEXT_HUNK)
 
 
+class Shows(Protocol):
+    """What the store uses of the server (host.Host holds the store, so it cannot be named here)."""
+
+    config: Config
+    client_capabilities: types.ClientCapabilities
+    workspace: Workspace
+    protocol: LanguageServerProtocol
+
+    def open_document(self, uri: str) -> TextDocument | None: ...
+
+    def text_document_publish_diagnostics(self, params: types.PublishDiagnosticsParams) -> None: ...
+
+    def workspace_code_lens_refresh(self, params: None) -> Any: ...
+
+
 def _key(uri: str) -> str:
     return unquote(uri)
 
@@ -44,7 +59,7 @@ def _key(uri: str) -> str:
 class ReviewStore:
     """The review of each open document, and the lock its applies take turns on."""
 
-    def __init__(self, ls: Host) -> None:
+    def __init__(self, ls: Shows) -> None:
         self._ls = ls
         self._reviews: dict[str, Review] = {}
         self._locks: dict[str, asyncio.Lock] = {}

@@ -60,7 +60,11 @@ class Model:
     # ---------------------------------------------------------------- typing
 
     def insert(self, k: int) -> None:
-        """A new line at line k: before every hunk that starts there, after one that ends there."""
+        """A new line at the k-th line boundary outside hunks (modulo their count): before
+        every hunk that starts there, after one that ends there."""
+        inside = {p for s, e, _, _ in self.hunks() for p in range(s + 1, e)}
+        places = [p for p in range(len(self.text().splitlines()) + 1) if p not in inside]
+        k = places[k % len(places)]
         line = 0
         for i, s in enumerate(self.segs):
             if line == k:

@@ -140,7 +140,7 @@ def _steps(model: Model, review: Review | None, op: tuple[str, int, int]) -> str
     """Apply a typing step to the model; the kind of review step it is otherwise."""
     kind, x, y = op
     if kind == "insert":
-        model.insert(x % (len(model.text().splitlines()) + 1))
+        model.insert(x)
     elif kind == "edit_plain":
         model.edit_plain(x)
     elif kind == "delete_plain":

@@ -237,3 +237,13 @@ async def test_review_over_the_server_loses_nothing(client: LanguageClient, case
         _check(model, lines_of(editor, uri))
         assert len(diagnostics(client, uri)) == len(model.pending())
     editor.close(uri)
+
+
+def test_a_later_streamed_hunk_merges_with_the_one_it_meets():
+    review = Review("a\nb\nc\n", "x")
+    review.landed("a\nB\nc\n")
+    (first,) = review.hunks
+    review.landed("a\nB2\nB3\nc\n")  # the next batch rewrites the same line again
+    assert [(h.id, h.start, h.end, h.original, h.ai) for h in review.hunks] == [(first.id, 1, 3, "b\n", "B2\nB3\n")]
+    review.landed("a\nb\nc\n")  # and back: nothing changed, nothing to review
+    assert review.hunks == []

@@ -1,4 +1,5 @@
-"""The workspace/executeCommand commands: blazedit.editFile, .cancel, .undo, .status.
+"""The workspace/executeCommand commands: blazedit.editFile, .cancel, .undo, .status, and the
+review's .acceptHunk, .rejectHunk, .acceptAll, .rejectAll, .nextHunk.
 
 Arguments are one JSON object each (docs/contracts.md), validated with msgspec
 so a wrong field name is reported, not ignored.
@@ -16,11 +17,12 @@ from pygls.exceptions import JsonRpcInvalidParams
 
 from engine import protocol
 
-from . import actions, editing
+from . import actions, editing, reviewing
 from .edits import RebaseConflict, line_starts, rebase, split_lines, text_edits
 from .engine_link import UNREACHABLE
 from .host import Host
 from .jobs import LspJob
+from .review import Hunk, Touched
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,20 @@ class EditFileArgs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 class UriArgs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     uri: str
+
+
+class HunkArgs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    uri: str
+    hunk: int | None = None
+    """The hunk's id (code actions, lenses, blazedit/hunks); None: the hunk at ``line``."""
+    line: Annotated[int, msgspec.Meta(ge=0)] | None = None
+
+
+class NextHunkArgs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    uri: str
+    line: Annotated[int, msgspec.Meta(ge=0)] = 0
+    """From this line (the cursor's); the first hunk after it, wrapping around."""
+    backward: bool = False
 
 
 class CancelArgs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -97,6 +113,8 @@ async def edit_file(ls: Host, args: tuple[Any, ...]) -> dict[str, Any]:
         region = _region(resolved, *lines)
         if region is None:
             return _reject(ls, f"the selection (lines {lines[0] + 1}-{lines[1] + 1}) is not within the document")
+    if kept := ls.review.keep_all(doc.uri):
+        ls.tell(types.MessageType.Info, f"Blazedit: kept the {kept} pending AI change(s) of the last edit (a new edit starts)")
     job = LspJob(uri=doc.uri, base=doc.source, sent=resolved.text, instruction=resolved.instruction, region=region)
     ls.jobs.add(job)
     log.info("job %s: %s %r (instruction from %s)", job.id, doc.uri, job.instruction, resolved.source)
@@ -136,16 +154,21 @@ async def cancel(ls: Host, args: tuple[Any, ...]) -> dict[str, Any]:
 async def undo(ls: Host, args: tuple[Any, ...]) -> dict[str, Any]:
     """Revert the last AI edit of a document (all of it, hunks applied while streaming
     included), rebased over what the user typed since; refused where the typing
-    touches the lines the edit changed."""
+    touches the lines the edit changed. Under review, that is rejecting every pending hunk."""
     a = _parse(ls, actions.UNDO, args, UriArgs, "{uri}")
     doc = ls.open_document(a.uri)
-    last = ls.jobs.last_applied(a.uri)
-    if doc is None or last is None:
-        return _reject(ls, "no AI edit of this document to undo")
     if (job := ls.jobs.get(a.uri)) is not None:
         job.cancel("blazedit.undo")
         await _wait(job, editing.CANCEL_GRACE_S + 1)
-        last = ls.jobs.last_applied(a.uri) or last
+    if ls.config.review != "off":
+        outcome = await _reject_hunks(ls, a.uri, None)
+        if outcome.get("state") != "reverted":
+            return {"state": "rejected", "message": outcome["message"]}
+        ls.tell(types.MessageType.Info, "Blazedit: the AI edit was undone")
+        return {"state": "undone", "edits": outcome["edits"]}
+    last = ls.jobs.last_applied(a.uri)
+    if doc is None or last is None:
+        return _reject(ls, "no AI edit of this document to undo")
     try:
         reverted = rebase(last.after, last.before, doc.source)
     except RebaseConflict as e:
@@ -158,6 +181,97 @@ async def undo(ls: Host, args: tuple[Any, ...]) -> dict[str, Any]:
     ls.jobs.forget_applied(a.uri)
     ls.tell(types.MessageType.Info, "Blazedit: the AI edit was undone")
     return {"state": "undone", "edits": len(edits)}
+
+
+def _refuse(ls: Host, message: str) -> dict[str, Any]:
+    ls.tell(types.MessageType.Warning, f"Blazedit: {message}")
+    return {"state": "refused", "message": message}
+
+
+def _pick(ls: Host, a: HunkArgs) -> tuple[Any, Hunk] | str:
+    """The review and the hunk the arguments name, or why there is none."""
+    review = ls.review.get(a.uri)
+    if review is None or not review.hunks:
+        return "no AI changes of this document are pending review"
+    if a.hunk is not None:
+        hunk = review.get(a.hunk)
+    else:
+        line = a.line or 0
+        hunk = next(iter(review.at(line, line)), None)
+    return (review, hunk) if hunk is not None else "that AI change is no longer pending (kept, rejected or deleted)"
+
+
+async def accept_hunk(ls: Host, args: tuple[Any, ...]) -> dict[str, Any]:
+    """Keep one AI change: it stops being tracked; the text stays as it is."""
+    a = _parse(ls, reviewing.ACCEPT_HUNK, args, HunkArgs, "{uri, hunk?, line?}")
+    picked = _pick(ls, a)
+    if isinstance(picked, str):
+        return _refuse(ls, picked)
+    review, hunk = picked
+    ls.review.keep(a.uri, review, [hunk])
+    return {"state": "kept", "pending": len(review.hunks)}
+
+
+async def accept_all(ls: Host, args: tuple[Any, ...]) -> dict[str, Any]:
+    a = _parse(ls, reviewing.ACCEPT_ALL, args, UriArgs, "{uri}")
+    return {"state": "kept", "kept": ls.review.keep_all(a.uri), "pending": 0}
+
+
+async def reject_hunk(ls: Host, args: tuple[Any, ...]) -> dict[str, Any]:
+    """Put one AI change's original text back, keeping the typing around it."""
+    a = _parse(ls, reviewing.REJECT_HUNK, args, HunkArgs, "{uri, hunk?, line?}")
+    if isinstance(picked := _pick(ls, a), str):
+        return _refuse(ls, picked)
+    return await _reject_hunks(ls, a.uri, [picked[1].id])
+
+
+async def reject_all(ls: Host, args: tuple[Any, ...]) -> dict[str, Any]:
+    """Put every pending AI change back; nothing at all when one has typing in it."""
+    a = _parse(ls, reviewing.REJECT_ALL, args, UriArgs, "{uri}")
+    return await _reject_hunks(ls, a.uri, None)
+
+
+async def _reject_hunks(ls: Host, uri: str, ids: list[int] | None) -> dict[str, Any]:
+    """Revert hunks ``ids`` (None: all) in one versioned edit, or refuse and change nothing."""
+    async with ls.review.applying(uri):
+        review, doc = ls.review.synced(uri), ls.open_document(uri)
+        if review is None or doc is None or not review.hunks:
+            return _refuse(ls, "no AI changes of this document are pending review")
+        hunks = [h for h in review.hunks if ids is None or h.id in ids]
+        if not hunks:
+            return _refuse(ls, "that AI change is no longer pending (kept, rejected or deleted)")
+        if review.text != doc.source:
+            return _refuse(ls, "the editor has not reported the last edit yet; try again")
+        try:
+            text, remaining = review.without(hunks)
+        except Touched as e:
+            number = review.hunks.index(e.hunk) + 1
+            return _refuse(ls, f"cannot reject AI change {number}/{len(review.hunks)}: you typed in it since "
+                               "(keep it, or undo your typing first)")
+        edits = text_edits(doc.source, text, ls.workspace.position_encoding)
+        response = await editing.send_edits(ls, uri, doc.version, edits, "Blazedit: reject AI changes")
+        if not response.applied:
+            return _refuse(ls, f"the editor did not apply the reject: {response.failure_reason or 'no reason given'}")
+        ls.review.reverted(uri, review, text, remaining, doc.version)
+    return {"state": "reverted", "edits": len(edits), "pending": len(remaining)}
+
+
+async def next_hunk(ls: Host, args: tuple[Any, ...]) -> dict[str, Any]:
+    """The next pending hunk after ``line`` (wrapping), shown with window/showDocument where
+    the editor supports it."""
+    a = _parse(ls, reviewing.NEXT_HUNK, args, NextHunkArgs, "{uri, line?, backward?}")
+    review = ls.review.get(a.uri)
+    if review is None or not review.hunks:
+        return _refuse(ls, "no AI changes of this document are pending review")
+    order = review.hunks[::-1] if a.backward else review.hunks
+    after = [h for h in order if (h.start < a.line if a.backward else h.start > a.line)]
+    hunk = (after or order)[0]
+    where = reviewing.hunk_range(review.text, hunk, ls.workspace.position_encoding)
+    window = ls.client_capabilities.window
+    if window and window.show_document and window.show_document.support:
+        start = types.Range(start=where.start, end=where.start)
+        await ls.window_show_document_async(types.ShowDocumentParams(uri=a.uri, selection=start, take_focus=True))
+    return {"hunk": hunk.id, "index": review.hunks.index(hunk) + 1, "range": msgspec.to_builtins(reviewing.plain_range(where))}
 
 
 async def status(ls: Host, args: tuple[Any, ...]) -> dict[str, Any]:

@@ -193,18 +193,22 @@ class LiveApply:
             self.stopped = "a hunk removes a definition"
             log.info("job %s: streaming apply stops: %s", job.id, self.stopped)
             return
-        current, version = doc.source, doc.version
-        try:
-            merged = rebase(job.ours, text, current)
-        except RebaseConflict:
-            self.stopped = "the user edited the same lines"
-            log.info("job %s: streaming apply stops: %s", job.id, self.stopped)
-            return
-        edits = text_edits(current, merged, self.ls.workspace.position_encoding)
-        if not edits or (await send_edits(self.ls, job.uri, version, edits, f"Blazedit: {job.instruction}")).applied:
-            job.ours, job.hunks_applied = text, hunks  # else the user typed meanwhile: the next output tries again
-            self.ls.jobs.record_applied(job)
-            self.progress.message(f"{hunks} hunk{'s' if hunks != 1 else ''} applied")
+        async with self.ls.review.applying(job.uri):
+            current, version = doc.source, doc.version
+            try:
+                merged = rebase(job.ours, text, current)
+            except RebaseConflict:
+                self.stopped = "the user edited the same lines"
+                log.info("job %s: streaming apply stops: %s", job.id, self.stopped)
+                return
+            edits = text_edits(current, merged, self.ls.workspace.position_encoding)
+            if edits and not (await send_edits(self.ls, job.uri, version, edits, f"Blazedit: {job.instruction}")).applied:
+                return  # the user typed meanwhile: the next output tries again
+            if edits:
+                self.ls.review.landed(job.uri, job.id, job.instruction, current, merged, version)
+        job.ours, job.hunks_applied = text, hunks
+        self.ls.jobs.record_applied(job)
+        self.progress.message(f"{hunks} hunk{'s' if hunks != 1 else ''} applied")
 
 
 async def _cancel_engine_job(client: EngineClient, job: LspJob, stream: asyncio.Future) -> None:
@@ -332,37 +336,48 @@ async def _apply(ls: Host, job: LspJob, result: str) -> tuple[str, str]:
     """Rebase on the current text (from what the AI last applied, ``job.ours``),
     send one versioned edit, retry if the user typed while the client was applying it."""
     for _ in range(APPLY_ATTEMPTS):
-        doc = ls.open_document(job.uri)
-        if job.cancelled.is_set() or doc is None:
-            return "cancelled", f"cancelled ({job.cancel_reason or 'the document was closed'})"
-        current, version = doc.source, doc.version
-        try:
-            merged = result if current == job.ours else rebase(job.ours, result, current)
-        except RebaseConflict as e:
-            message = f"not applied: you changed the lines it edits meanwhile ({e}); run it again"
-            ls.tell(types.MessageType.Warning, f"Blazedit: {message}")
-            return "refused", message
-        edits = text_edits(current, merged, ls.workspace.position_encoding)
-        if not edits:
-            return ("applied", f"{job.hunks_applied} hunk(s) applied while streaming") if job.hunks_applied \
-                else ("unchanged", "no changes")
-        try:
-            response = await send_edits(ls, job.uri, version, edits, f"Blazedit: {job.instruction}")
-        except (JsonRpcException, EditorSilent) as e:  # boundary: the client answered with an error, or not at all
-            ls.tell(types.MessageType.Error, f"Blazedit: the editor did not apply the edit: {e}")
-            return "failed", f"the editor did not apply the edit: {e}"
-        if response.applied:
-            job.ours = result
-            ls.jobs.record_applied(job)
-            early = f", after {job.hunks_applied} hunk(s) while streaming" if job.hunks_applied else ""
-            return "applied", f"{len(edits)} edit{'s' if len(edits) != 1 else ''} applied{early}"
-        after = ls.open_document(job.uri)
-        if after is None or after.version == version:
-            reason = response.failure_reason or "no reason given"
-            ls.tell(types.MessageType.Error, f"Blazedit: the editor did not apply the edit: {reason}")
-            return "failed", f"the editor did not apply the edit: {reason}"
+        async with ls.review.applying(job.uri):
+            outcome = await _apply_once(ls, job, result)
+        if outcome is not None:
+            return outcome
         log.info("job %s: document changed while applying, rebasing again", job.id)
     return "refused", "not applied: the document kept changing"
+
+
+async def _apply_once(ls: Host, job: LspJob, result: str) -> tuple[str, str] | None:
+    """One try of ``_apply``, holding the document's review lock; None: the user typed
+    while the editor was applying it, so try again."""
+    doc = ls.open_document(job.uri)
+    if job.cancelled.is_set() or doc is None:
+        return "cancelled", f"cancelled ({job.cancel_reason or 'the document was closed'})"
+    current, version = doc.source, doc.version
+    try:
+        merged = result if current == job.ours else rebase(job.ours, result, current)
+    except RebaseConflict as e:
+        message = f"not applied: you changed the lines it edits meanwhile ({e}); run it again"
+        ls.tell(types.MessageType.Warning, f"Blazedit: {message}")
+        return "refused", message
+    edits = text_edits(current, merged, ls.workspace.position_encoding)
+    if not edits:
+        return ("applied", f"{job.hunks_applied} hunk(s) applied while streaming") if job.hunks_applied \
+            else ("unchanged", "no changes")
+    try:
+        response = await send_edits(ls, job.uri, version, edits, f"Blazedit: {job.instruction}")
+    except (JsonRpcException, EditorSilent) as e:  # boundary: the client answered with an error, or not at all
+        ls.tell(types.MessageType.Error, f"Blazedit: the editor did not apply the edit: {e}")
+        return "failed", f"the editor did not apply the edit: {e}"
+    if response.applied:
+        job.ours = result
+        ls.jobs.record_applied(job)
+        ls.review.landed(job.uri, job.id, job.instruction, current, merged, version)
+        early = f", after {job.hunks_applied} hunk(s) while streaming" if job.hunks_applied else ""
+        return "applied", f"{len(edits)} edit{'s' if len(edits) != 1 else ''} applied{early}"
+    after = ls.open_document(job.uri)
+    if after is None or after.version == version:
+        reason = response.failure_reason or "no reason given"
+        ls.tell(types.MessageType.Error, f"Blazedit: the editor did not apply the edit: {reason}")
+        return "failed", f"the editor did not apply the edit: {reason}"
+    return None
 
 
 class EditorSilent(Exception):

@@ -17,11 +17,13 @@ from pygls.workspace import TextDocument, Workspace
 from .config import Config
 from .engine_link import EngineLink
 from .jobs import JobRegistry
+from .reviewing import ReviewStore
 
 
 class Host(Protocol):
     config: Config
     jobs: JobRegistry
+    review: ReviewStore
     engine: EngineLink
     client_capabilities: types.ClientCapabilities
     workspace: Workspace
@@ -34,6 +36,8 @@ class Host(Protocol):
         """The document if the editor has it open (never read from disk)."""
 
     def window_log_message(self, params: types.LogMessageParams) -> None: ...
+
+    def window_show_document_async(self, params: types.ShowDocumentParams) -> Awaitable[Any]: ...
 
     def window_show_message_request_async(self, params: types.ShowMessageRequestParams) -> Awaitable[Any]: ...
 

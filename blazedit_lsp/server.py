@@ -21,10 +21,11 @@ from pygls.workspace import TextDocument
 
 from engine import version as package_version
 
-from . import actions, commands
+from . import actions, commands, reviewing
 from . import config as settings
 from .engine_link import EngineLink
 from .jobs import JobRegistry
+from .reviewing import ReviewStore
 from .warming import Warmer
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class BlazeditServer(LanguageServer):
         self.jobs = JobRegistry()
         self.engine = engine or EngineLink()
         self.warmer = Warmer(self)
+        self.review = ReviewStore(self)
 
     def configure(self, raw: Any, initial: bool = False) -> None:
         """Apply settings; bad keys are reported and keep their defaults.
@@ -92,25 +94,33 @@ def did_open(ls: BlazeditServer, params: types.DidOpenTextDocumentParams) -> Non
 @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
 def did_change(ls: BlazeditServer, params: types.DidChangeTextDocumentParams) -> None:
     ls.warmer.changed(params.text_document.uri)
+    ls.review.changed(params.text_document.uri)
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
 def did_close(ls: BlazeditServer, params: types.DidCloseTextDocumentParams) -> None:
     ls.warmer.closed(params.text_document.uri)
     ls.jobs.cancel(params.text_document.uri, "the document was closed")
+    ls.review.closed(params.text_document.uri)
 
 
 @server.feature(
     types.TEXT_DOCUMENT_CODE_ACTION,
-    types.CodeActionOptions(code_action_kinds=[actions.KIND]),
+    types.CodeActionOptions(code_action_kinds=[reviewing.KIND, actions.KIND]),
 )
 def code_action(ls: BlazeditServer, params: types.CodeActionParams) -> list[types.CodeAction] | None:
     doc = ls.open_document(params.text_document.uri)
     if doc is None:
         return None
     only = [getattr(k, "value", k) for k in params.context.only] if params.context.only else None
-    found = actions.code_actions(doc.uri, doc.version, doc.source, params.range, only, ls.config)
+    found = ls.review.code_actions(doc.uri, params.range, only)
+    found += actions.code_actions(doc.uri, doc.version, doc.source, params.range, only, ls.config)
     return found or None
+
+
+@server.feature(types.TEXT_DOCUMENT_CODE_LENS)
+def code_lens(ls: BlazeditServer, params: types.CodeLensParams) -> list[types.CodeLens] | None:
+    return ls.review.code_lenses(params.text_document.uri) or None
 
 
 @server.feature(types.WINDOW_WORK_DONE_PROGRESS_CANCEL)
@@ -139,6 +149,31 @@ async def cancel(ls: BlazeditServer, *args: Any) -> dict[str, Any]:
 @server.command(actions.UNDO)
 async def undo(ls: BlazeditServer, *args: Any) -> dict[str, Any]:
     return await commands.undo(ls, args)
+
+
+@server.command(reviewing.ACCEPT_HUNK)
+async def accept_hunk(ls: BlazeditServer, *args: Any) -> dict[str, Any]:
+    return await commands.accept_hunk(ls, args)
+
+
+@server.command(reviewing.REJECT_HUNK)
+async def reject_hunk(ls: BlazeditServer, *args: Any) -> dict[str, Any]:
+    return await commands.reject_hunk(ls, args)
+
+
+@server.command(reviewing.ACCEPT_ALL)
+async def accept_all(ls: BlazeditServer, *args: Any) -> dict[str, Any]:
+    return await commands.accept_all(ls, args)
+
+
+@server.command(reviewing.REJECT_ALL)
+async def reject_all(ls: BlazeditServer, *args: Any) -> dict[str, Any]:
+    return await commands.reject_all(ls, args)
+
+
+@server.command(reviewing.NEXT_HUNK)
+async def next_hunk(ls: BlazeditServer, *args: Any) -> dict[str, Any]:
+    return await commands.next_hunk(ls, args)
 
 
 @server.command(actions.STATUS)

@@ -39,6 +39,9 @@ class Editor:
         """The action picked for window/showMessageRequest (None: dismissed; an exception: the request fails)."""
         self.encoding: str | None = None
         self.changed = asyncio.Event()
+        self.hunks: dict[str, dict] = {}
+        """The last `blazedit/hunks` notification of each document."""
+        self.lens_refreshes = 0
 
     # ------------------------------------------------------------ documents
 
@@ -188,9 +191,29 @@ def make_client() -> LanguageClient:
         return editor._apply(params)
 
     features[types.WORKSPACE_APPLY_EDIT] = apply
+
+    def hunks(params: Any) -> None:
+        params = _plain(params)
+        editor.hunks[params["uri"]] = params
+        editor.changed.set()
+
+    def refresh(params: None) -> None:
+        editor.lens_refreshes += 1
+
+    features["blazedit/hunks"] = hunks
+    features[types.WORKSPACE_CODE_LENS_REFRESH] = refresh
     features[types.WINDOW_SHOW_MESSAGE_REQUEST] = lambda params: editor._ask(params)
     register_lsp_features(client, features)
     return client
+
+
+def _plain(value: Any) -> Any:
+    """pygls's namedtuples for a custom notification's params, as JSON-like data."""
+    if hasattr(value, "_asdict"):
+        return {k: _plain(v) for k, v in value._asdict().items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _fix_code_action_union(converter) -> None:

@@ -383,3 +383,99 @@ def test_vim_lsp_enable_alone_edits_through_a_code_action(tmp_path: Path) -> Non
     expected = add_hints(job.edit)[0]
     assert "# AI:" not in expected and "def total(stock: dict[str, int]) -> int:" in expected
     assert buffer_text(r["after_edit"]) == expected.removesuffix("\n")
+
+
+# ------------------------------------------------------------------ reviewing an AI edit
+
+REVIEW_SOURCE = '''"""Inventory helpers."""
+
+
+def restock(stock, name, count):
+    stock[name] = stock.get(name, 0) + count
+
+
+def total(stock):
+    return sum(stock.values())
+
+
+def empty(stock):
+    return not stock
+'''
+REVIEW_HINTS = {
+    "def restock(stock, name, count):": "def restock(stock: dict[str, int], name: str, count: int) -> None:",
+    "def total(stock):": "def total(stock: dict[str, int]) -> int:",
+    "def empty(stock):": "def empty(stock: dict[str, int]) -> bool:",
+}
+
+
+def review_hints(edit) -> tuple[str, str]:
+    text = edit.text
+    for old, new in REVIEW_HINTS.items():
+        text = text.replace(old, new)
+    return text, "stop"
+
+
+@needs_server
+def test_review_reject_one_through_a_code_action_keep_one_leave_one(tmp_path: Path) -> None:
+    """Three hunks: the first rejected through its code action, `]h` to the second and
+    :BlazeditKeep, the third left; extmarks show what each replaced, diagnostics go as
+    hunks settle."""
+    from editor_engine import serve_fake_engine
+
+    path = tmp_path / "inventory.py"
+    path.write_text(REVIEW_SOURCE)
+    with serve_fake_engine(review_hints) as (fake, runtime):
+        r = run_nvim(tmp_path, r"""
+          require('blazedit').setup({ cmd = P.cmd, settings = { warm = 'off' } })
+          R.attached = attach(P.file)
+          if not R.attached then error('blazedit-lsp did not attach within ' .. P.attach_ms .. ' ms') end
+          local review = require('blazedit.review')
+          local function ours() return vim.diagnostic.get(0) end
+          local function capture()  -- the buffer with its virtual lines, as the user sees it
+            local out = {}
+            local marks = vim.api.nvim_buf_get_extmarks(0, review.ns, 0, -1, { details = true })
+            for i, line in ipairs(lines()) do
+              for _, m in ipairs(marks) do
+                if m[2] == i - 1 and m[4].virt_lines then
+                  for _, vl in ipairs(m[4].virt_lines) do table.insert(out, '    ' .. vl[1][1]) end
+                end
+              end
+              table.insert(out, line)
+            end
+            return out
+          end
+          vim.cmd('BlazeditEdit add type hints')
+          R.three = vim.wait(P.edit_ms, function() return #review.hunks(0) == 3 and #ours() == 3 end, 20)
+          R.seen = { hunks = #review.hunks(0), diagnostics = #ours() }
+          if not R.three then return end
+          R.diagnostics = vim.tbl_map(function(d) return { d.lnum, d.source, d.message } end, ours())
+          R.capture = capture()
+          R.keys = vim.fn.maparg(']h', 'n') ~= ''
+
+          vim.api.nvim_win_set_cursor(0, { review.hunks(0)[1].range.start.line + 1, 0 })
+          local titles = {}
+          vim.lsp.buf.code_action({ apply = true, filter = function(action)
+            table.insert(titles, action.title)
+            return action.title == 'Reject this AI change'
+          end })
+          R.titles = titles
+          R.rejected = vim.wait(P.edit_ms, function() return #review.hunks(0) == 2 and #ours() == 2 end, 20)
+
+          vim.cmd('normal ]h')
+          R.cursor_on = vim.api.nvim_win_get_cursor(0)[1] - 1
+          R.second = review.hunks(0)[1].range.start.line
+          vim.cmd('BlazeditKeep')
+          R.kept = vim.wait(P.edit_ms, function() return #review.hunks(0) == 1 and #ours() == 1 end, 20)
+          R.left = vim.tbl_map(function(d) return d.message end, ours())
+          R.final = lines()
+        """, env={"XDG_RUNTIME_DIR": str(runtime)}, cmd=[SERVER], file=str(path))
+    assert r["three"], (r["seen"], r["notes"])
+    assert [d[2] for d in r["diagnostics"]] == [f"AI change {i}/3: replaced 1 line" for i in (1, 2, 3)]
+    assert {d[1] for d in r["diagnostics"]} == {"blazedit"}
+    assert "    - def total(stock):" in r["capture"] and r["keys"]
+    assert "Reject this AI change" in r["titles"] and r["rejected"], r
+    assert r["cursor_on"] == r["second"] and r["kept"], r
+    assert r["left"] == ["AI change 1/1: replaced 1 line"]
+    expected = REVIEW_SOURCE.replace("def total(stock):", REVIEW_HINTS["def total(stock):"]).replace(
+        "def empty(stock):", REVIEW_HINTS["def empty(stock):"])
+    assert buffer_text(r["final"]) == expected.removesuffix("\n")

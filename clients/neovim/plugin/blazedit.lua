@@ -31,6 +31,20 @@ vim.api.nvim_create_user_command('BlazeditUndo', function()
   require('blazedit').undo()
 end, { desc = "Blazedit: revert this buffer's last AI edit (keeps later typing)" })
 
+vim.api.nvim_create_user_command('BlazeditKeep', function(opts)
+  require('blazedit.review').settle('keep', { all = opts.bang })
+end, { bang = true, desc = 'Blazedit: keep the AI change under the cursor (! keeps all)' })
+
+vim.api.nvim_create_user_command('BlazeditReject', function(opts)
+  require('blazedit.review').settle('reject', { all = opts.bang })
+end, { bang = true, desc = 'Blazedit: reject the AI change under the cursor, putting its text back (! rejects all)' })
+
+-- The server's review of an AI edit (docs/lsp.md): drawn for any client named blazedit,
+-- also one started by `vim.lsp.enable` alone.
+vim.lsp.handlers['blazedit/hunks'] = function(...)
+  return require('blazedit.review').on_hunks(...)
+end
+
 vim.api.nvim_create_user_command('BlazeditStatus', function()
   require('blazedit').status()
 end, { desc = 'Blazedit: show the engine status' })

@@ -7,8 +7,10 @@ import {
   ServerOptions,
 } from 'vscode-languageclient/node';
 import { cancelArguments, editFileArguments, instructionChoices, ProgressTracker, serverSettings } from './logic';
+import { drawReview, reviewDecorations } from './review';
 
 let client: LanguageClient | undefined;
+let review: vscode.Disposable | undefined;
 
 /** Server configuration from the values the user set explicitly under `blazedit.*`;
  * `warn`: show a warning per ignored value (on start and on change, not on every read). */
@@ -144,7 +146,9 @@ async function restartServer(): Promise<void> {
   await client?.stop();
   progress.clear();
   refreshStatus();
+  review?.dispose();
   client = createClient();
+  review = drawReview(client);
   await client.start();
 }
 
@@ -169,7 +173,9 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
       }
     }),
   );
+  context.subscriptions.push(...reviewDecorations(), { dispose: () => review?.dispose() });
   client = createClient();
+  review = drawReview(client);
   await client.start();
 }
 

@@ -20,6 +20,7 @@ export interface ServerSettings {
   retryUnchanged?: boolean;
   warm?: Warm;
   warmDelayMs?: number;
+  review?: Review;
   maxNewTokens?: number;
   maxNgram?: number;
   numTokens?: number;
@@ -38,7 +39,19 @@ export type GuardRemovals = (typeof GUARD_REMOVALS)[number];
 export const WARM = ['onOpen', 'off'] as const;
 export type Warm = (typeof WARM)[number];
 
-type Kind = 'string' | 'boolean' | 'method' | 'guardRemovals' | 'warm' | 'strings' | 'positiveInt' | 'nonNegativeInt';
+export const REVIEW = ['afterApply', 'off'] as const;
+export type Review = (typeof REVIEW)[number];
+
+type Kind =
+  | 'string'
+  | 'boolean'
+  | 'method'
+  | 'guardRemovals'
+  | 'warm'
+  | 'review'
+  | 'strings'
+  | 'positiveInt'
+  | 'nonNegativeInt';
 
 /** Server key -> how its value is checked. VS Code setting `blazedit.<key>` maps to server key `<key>`. */
 export const SERVER_KEYS: Readonly<Record<keyof ServerSettings, Kind>> = {
@@ -60,6 +73,7 @@ export const SERVER_KEYS: Readonly<Record<keyof ServerSettings, Kind>> = {
   retryUnchanged: 'boolean',
   warm: 'warm',
   warmDelayMs: 'nonNegativeInt',
+  review: 'review',
   maxNewTokens: 'positiveInt',
   maxNgram: 'positiveInt',
   numTokens: 'positiveInt',
@@ -95,6 +109,8 @@ function check(kind: Kind, value: unknown): Checked {
       return oneOf(GUARD_REMOVALS, value);
     case 'warm':
       return oneOf(WARM, value);
+    case 'review':
+      return oneOf(REVIEW, value);
     case 'strings':
       return Array.isArray(value) && value.every((v) => typeof v === 'string')
         ? { ok: true, value: value.map((v: string) => v.trim()).filter((v: string) => v !== '') }
@@ -236,4 +252,38 @@ export class ProgressTracker {
     }
     return parts.join(' ');
   }
+}
+
+/** One pending hunk of the server's `blazedit/hunks` notification (docs/lsp.md). */
+export interface Hunk {
+  id: number;
+  range: { start: { line: number; character: number }; end: { line: number; character: number } };
+  original: string;
+}
+
+export interface HunksParams {
+  uri: string;
+  version: number | null;
+  instruction: string | null;
+  hunks: Hunk[];
+}
+
+const MAX_INLINE = 60;
+
+/** What a hunk replaced, for one line of inline text: "was: def total(stock): (+2 lines)",
+ * "was: nothing (added)". The whole original goes in the hover. */
+export function removedSummary(original: string): string {
+  const lines = original.split(/\r\n|\r|\n/);
+  if (lines[lines.length - 1] === '') {
+    lines.pop();
+  }
+  if (lines.length === 0) {
+    return 'was: nothing (added)';
+  }
+  let first = lines[0].trim();
+  if (first.length > MAX_INLINE) {
+    first = first.slice(0, MAX_INLINE - 1) + '…';
+  }
+  const more = lines.length > 1 ? ` (+${lines.length - 1} line${lines.length > 2 ? 's' : ''})` : '';
+  return `was: ${first}${more}`;
 }

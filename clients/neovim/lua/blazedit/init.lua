@@ -46,6 +46,7 @@ M.server_keys = {
   'retryUnchanged',
   'warm',
   'warmDelayMs',
+  'review',
   'maxNewTokens',
   'maxNgram',
   'numTokens',

@@ -8,6 +8,7 @@ import {
   editFileArguments,
   instructionChoices,
   ProgressTracker,
+  removedSummary,
   SERVER_KEYS,
   serverSettings,
 } from '../logic';
@@ -113,4 +114,12 @@ test('progress tracker follows begin/report/end per token', () => {
   tracker.apply('7', { kind: 'end' });
   assert.equal(tracker.size, 0);
   assert.equal(tracker.text(), '$(sparkle) Blazedit');
+});
+
+test('a hunk\'s removed text in one line: its first line, how many more, or that it was added', () => {
+  assert.equal(removedSummary('def total(stock):\n'), 'was: def total(stock):');
+  assert.equal(removedSummary('a\r\n  b\nc\n'), 'was: a (+2 lines)');
+  assert.equal(removedSummary('a\nb'), 'was: a (+1 line)');
+  assert.equal(removedSummary(''), 'was: nothing (added)');
+  assert.equal(removedSummary('x'.repeat(80)).length, 'was: '.length + 60);
 });

@@ -120,10 +120,13 @@ class MixEdit(NamedTuple):
 
 
 MIX = (
-    # Made by `python bench/edit_mix.py` (the default pair's tokenizer): four requests commits
-    # spread over their copy ratios, two HumanEvalFix items, the two writing-heavy edits.
-    MixEdit(625, 735, 0.57), MixEdit(995, 1040, 0.86), MixEdit(1705, 1661, 0.96), MixEdit(1181, 1080, 1.00),
-    MixEdit(246, 181, 0.90), MixEdit(336, 242, 1.00), MixEdit(255, 425, 0.30), MixEdit(777, 855, 0.85),
+    # Made by `python bench/edit_mix.py`: the prompts of the edits of three committed runs (eight
+    # requests commits, four HumanEvalFix items, the two writing-heavy edits) and what the
+    # target itself wrote for them by plain decoding (tokens, share copied from the file).
+    MixEdit(625, 533, 1.000), MixEdit(632, 546, 1.000), MixEdit(1309, 1264, 0.959), MixEdit(1644, 1538, 0.997),
+    MixEdit(906, 813, 1.000), MixEdit(1178, 1141, 0.949), MixEdit(870, 782, 1.000), MixEdit(1181, 1091, 0.998),
+    MixEdit(275, 183, 1.000), MixEdit(451, 388, 0.899), MixEdit(331, 241, 1.000), MixEdit(233, 141, 1.000),
+    MixEdit(255, 425, 0.300), MixEdit(777, 855, 0.845),
 )
 # Per-token acceptance. Committed runs (bench/results/): pld's lookups had 0.94-0.98 of their
 # tokens accepted on the requests and HumanEvalFix sets, blazedit's proposals 0.46-0.62 on the

@@ -110,9 +110,11 @@ class Engine:
         if costs is None:
             costs = (ForwardCost.measure(target_runtime), ForwardCost.measure(draft_runtime) if draft_runtime else None)
         self.target_cost, self.draft_cost = copy.deepcopy(costs)  # learning below must not change the caller's
-        # Exact kernels: a pass's timing cannot change the output, so observed passes refine the costs.
-        self.target_model = CachedModel(target_runtime, self.target_cost if target.exact else None)
-        self.draft_model = CachedModel(draft_runtime, self.draft_cost if draft.exact else None) if draft else None
+        # A target on exact kernels: the schedule of passes cannot change the output, so the
+        # passes' timings refine both costs; elsewhere they stay as calibrated, and so does the output.
+        learns = target.exact
+        self.target_model = CachedModel(target_runtime, self.target_cost if learns else None)
+        self.draft_model = CachedModel(draft_runtime, self.draft_cost if learns else None) if draft else None
         self.choice = choice
         self.prefix_cache = PrefixCache(prefix_cache_bytes)
         self.eos = target.eos
@@ -221,6 +223,7 @@ class Engine:
                 f"exceeds the model's context of {context} tokens",
             )
         max_new = options.max_new_tokens or min(max_new_tokens_for(file_tokens), context - len(ids))
+        log.info("editing %s: %d prompt tokens, %s", path or "a file", len(ids), method)
         result = yield from self._attempt(prompt, ids, copy_end, copy_start, max_new, method, options, should_stop)
         if retry_unchanged and prompts.ask_again(text, instruction, span, result.finish_reason, result.text):
             prompt = prompts.build(text, instruction, path, language, plan_first=True)

@@ -18,7 +18,7 @@ from typing import Annotated, Literal, Union, get_args
 
 import msgspec
 
-PROTOCOL_VERSION = 5  # 5: Done.partial; 4: Edit.retry_unchanged, Progress/Done.attempt; 3: Warm, Edit.region; 2: Welcome and StatusReply lost the fields no client read
+PROTOCOL_VERSION = 5  # 5: Done.partial, StatusReply.runtime_choice; 4: Edit.retry_unchanged, Progress/Done.attempt; 3: Warm, Edit.region; 2: Welcome and StatusReply lost the fields no client read
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 HELLO_MAX_FRAME_BYTES = 64 * 1024
 

@@ -154,9 +154,9 @@ def check_job_stream(messages: list[protocol.Message]) -> protocol.Message:
     if body and body[0] == "Started":
         body = body[1:]
     assert all(k == "Progress" for k in body), kinds
-    streamed = "".join(m.text for m in messages if isinstance(m, protocol.Progress))
     progress = [m for m in messages if isinstance(m, protocol.Progress)]
-    if progress:
+    if progress:  # a later attempt (a second ask, an apply pass) streams the file again from its start
+        streamed = "".join(m.text for m in progress if m.attempt == progress[-1].attempt)
         assert progress[-1].chars == len(streamed)
     return messages[-1]
 

@@ -255,8 +255,8 @@ def ensure(target: str, draft: str | None, targets: list[Setting], drafts: list[
         return calibration
     path = path_for(key)
     notify(f"calibrating this machine for {target}" + (f" + {draft}" if draft else "") +
-           f" on {', '.join(sorted({str(s) for *_, s in missing}))}: once, about "
-           f"{len(missing)}0-{len(missing) * 40} s; kept in {path}")
+           f" on {', '.join(sorted({str(s) for *_, s in missing}))}: once, about a minute for each of "
+           f"{len(missing)} model settings; kept in {path}")
     start = time.perf_counter()
     for role, spec, setting in missing:
         begun = time.perf_counter()

@@ -151,10 +151,20 @@ def _reindent(reply: str, span: tuple[int, int], before: str, at: int) -> str:
 
 
 def _new_import(before: str, old: list[Definition], statement: str) -> tuple[int, int, str]:
-    """An import the reply adds, on its own line after the original's last import."""
-    last = [d for d in old if d.kind == "import"]
-    if not last:
-        raise Ambiguous("a new import, and no imports in the file to put it after")
-    end = last[-1].span[1]
+    """An import the reply adds, on its own line after the original's last import; in a
+    file without imports, at its top: after a module docstring, a shebang and leading
+    comment lines (a file where that does not parse, a Go file's package clause first,
+    fails the merged file's parse check and goes to an apply pass)."""
     newline = "\r\n" if "\r\n" in before else "\n"
-    return end, end, newline + statement
+    imports = [d for d in old if d.kind == "import"]
+    if imports:
+        end = imports[-1].span[1]
+        return end, end, newline + statement
+    docstrings = [d for d in old if d.kind == "docstring"]
+    if docstrings:
+        end = docstrings[0].span[1]
+        return end, end, newline * 2 + statement
+    start = 0
+    while before.startswith("#", start):  # a shebang, an encoding line, a licence header
+        start = before.find("\n", start) + 1 or len(before)
+    return start, start, statement + newline * 2

@@ -207,3 +207,18 @@ def test_messages_name_what_was_merged():
         "the model replied with part of the file: applied as a partial edit of do_complete()"
     assert describe(Partial(how="merged", items=list("abcde"))).endswith("a, b, c and 2 more")
     assert "apply pass" in describe(Partial(how="apply_pass"))
+
+
+def test_a_new_import_in_a_file_without_imports_goes_to_its_top():
+    before = "#!/usr/bin/env python\n\nclass Inventory:\n    def total(self):\n        return 0\n\n\n" \
+             "def restock(inventory):\n    return inventory.total()\n"
+    reply = "from typing import Any\n\nclass Inventory:\n    def total(self) -> int:\n        return 0\n"
+    sketch = partial_edit(before, "add type hints", None, "stop", reply, "inventory.py")
+    assert sketch.text == "#!/usr/bin/env python\nfrom typing import Any\n\n" + before.removeprefix(
+        "#!/usr/bin/env python\n").replace("def total(self):", "def total(self) -> int:")
+    assert sketch.items == ["from typing import Any", "class Inventory"]
+    docstring = '"""Stock."""\n\n\ndef total():\n    return 0\n\n\ndef restock():\n    return 1\n'
+    sketch = partial_edit(docstring, "type it", None, "stop", "import os\n\ndef total() -> int:\n    return 0\n",
+                          "stock.py")
+    assert sketch.text == docstring.replace('"""Stock."""', '"""Stock."""\n\nimport os').replace(
+        "def total():", "def total() -> int:")

@@ -41,7 +41,7 @@ import engine
 from engine import protocol
 from engine.address import API_KEY_ENVS, OPENAI_PREFIX, AddressError, parse_openai, read_api_key
 from engine.errors import EngineUnavailable
-from engine.merge import partial_edit
+from engine.merge import Sketch, partial_edit
 from engine.prompts import EditPrompt, ReplyReader, ask_again, build, region_problem
 from engine.throttle import Throttle
 
@@ -230,8 +230,10 @@ class RemoteJob:
                 yield message
             if isinstance(message, protocol.Done) and applying and message.finish_reason == "stop":
                 message.partial = protocol.Partial(how="apply_pass")
-            elif isinstance(message, protocol.Done) and not self._asks_again(message):
-                applying = self._settle_partial(message)
+            elif isinstance(message, protocol.Done):
+                sketch = self._merge(message)  # a merged copy of parts is a no-op too
+                if not self._asks_again(message):
+                    applying = self._apply_pass(message, sketch)
             if not (isinstance(message, protocol.Done) and self.attempt > message.attempt):
                 yield message
                 return
@@ -249,19 +251,24 @@ class RemoteJob:
         self._next(build(edit.text, edit.instruction, edit.path, edit.language, plan_first=True))
         return True
 
-    def _settle_partial(self, message: protocol.Done) -> bool:
-        """Merge a reply that is part of the file into ``message``; or, where that is
-        ambiguous, set the job up for an apply pass and say so (True)."""
+    def _merge(self, message: protocol.Done) -> Sketch | None:
+        """Merge a reply that is part of the file into ``message`` (engine/merge.py); the
+        sketch, whose ``text`` is None where only an apply pass can write the file."""
         edit = self.edit
         sketch = partial_edit(edit.text, edit.instruction, self.span, message.finish_reason, message.text,
                               edit.language or edit.path)
         if sketch is not None and sketch.text is not None:
             message.text, message.partial = sketch.text, protocol.Partial(how="merged", items=sketch.items)
-        elif sketch is not None and edit.retry_unchanged:
-            log.info("job %s: the reply was part of the file: asking for the whole file with it applied", edit.job_id)
-            self._next(build(edit.text, edit.instruction, edit.path, edit.language, sketch=message.text))
-            return True
-        return False
+        return sketch
+
+    def _apply_pass(self, message: protocol.Done, sketch: Sketch | None) -> bool:
+        """Where a partial reply could not be merged, set the job up for an apply pass (True)."""
+        edit = self.edit
+        if sketch is None or sketch.text is not None or not edit.retry_unchanged:
+            return False
+        log.info("job %s: the reply was part of the file: asking for the whole file with it applied", edit.job_id)
+        self._next(build(edit.text, edit.instruction, edit.path, edit.language, sketch=message.text))
+        return True
 
     def _next(self, prompt: EditPrompt) -> None:
         """Set the job up for one more attempt: ``prompt``, a fresh reader and counters."""

@@ -225,6 +225,7 @@ class Engine:
         max_new = options.max_new_tokens or min(max_new_tokens_for(file_tokens), context - len(ids))
         log.info("editing %s: %d prompt tokens, %s", path or "a file", len(ids), method)
         result = yield from self._attempt(prompt, ids, copy_end, copy_start, max_new, method, options, should_stop)
+        sketch = _merged(result, text, instruction, span, language or path)  # a merged copy of parts is a no-op too
         if retry_unchanged and prompts.ask_again(text, instruction, span, result.finish_reason, result.text):
             prompt = prompts.build(text, instruction, path, language, plan_first=True)
             ids, copy_end, copy_start = self._encode(prompt)
@@ -233,10 +234,8 @@ class Engine:
                 log.info("the reply was the file unchanged: asking again, plan first")
                 result = yield from self._attempt(prompt, ids, copy_end, copy_start, max_new, method, options,
                                                   should_stop, attempt=2)
-        sketch = merge.partial_edit(text, instruction, span, result.finish_reason, result.text, language or path)
-        if sketch is not None and sketch.text is not None:
-            result.text, result.partial = sketch.text, Partial(how="merged", items=sketch.items)
-        elif sketch is not None and retry_unchanged:
+            sketch = _merged(result, text, instruction, span, language or path)
+        if sketch is not None and sketch.text is None and retry_unchanged:
             prompt = prompts.build(text, instruction, path, language, sketch=result.text)
             ids, copy_end, copy_start = self._encode(prompt)
             max_new = options.max_new_tokens or min(max_new_tokens_for(file_tokens), context - len(ids))
@@ -396,6 +395,16 @@ class Engine:
         copy_end = sum(1 for start, _ in offsets if start < file_end)
         copy_start = sum(1 for _, stop in offsets if stop <= source_start) if source_start else 0
         return encoded["input_ids"], copy_end, copy_start
+
+
+def _merged(result: Result, text: str, instruction: str, span: tuple[int, int] | None,
+            language: str | None) -> merge.Sketch | None:
+    """Merge a reply that is part of the file into ``result`` (engine/merge.py); the sketch,
+    whose ``text`` is None where only an apply pass can write the file."""
+    sketch = merge.partial_edit(text, instruction, span, result.finish_reason, result.text, language)
+    if sketch is not None and sketch.text is not None:
+        result.text, result.partial = sketch.text, Partial(how="merged", items=sketch.items)
+    return sketch
 
 
 def _load_on(spec: str, setting: calibration.Setting, device: str | None, threads: int | None) -> models.LoadedModel:

@@ -47,6 +47,14 @@ def test_a_partial_second_attempt_is_merged_too(monkeypatch):
     assert result.text == MERGED and result.attempt == 2 and result.partial.how == "merged" and len(asked) == 2
 
 
+def test_a_partial_reply_that_changes_nothing_is_asked_for_again(monkeypatch):
+    """Merged, a copy of part of the file is the file unchanged: the second attempt follows."""
+    unchanged_part = "def mean(prices):\n    return total(prices) / len(prices)\n"
+    engine, asked = engine_answering(monkeypatch, fenced(unchanged_part), PLAN + fenced(MEAN))
+    *_, result = engine.edit(BEFORE, "use fsum in mean", path="stats.py")
+    assert result.text == MERGED and result.attempt == 2 and result.partial.how == "merged" and len(asked) == 2
+
+
 def test_an_ambiguous_partial_reply_gets_an_apply_pass(monkeypatch):
     sketch = "def mean(prices):\n    return math.fsum(prices) / len(prices\n"  # does not parse
     engine, asked = engine_answering(monkeypatch, fenced(sketch), applied=fenced(MERGED))

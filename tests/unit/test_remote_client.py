@@ -165,6 +165,14 @@ async def test_a_partial_reply_is_merged_as_the_local_engine_merges_it(server):
     assert done.partial == protocol.Partial(how="merged", items=["f()"]) and done.attempt == 1
 
 
+async def test_a_partial_reply_that_changes_nothing_is_asked_for_again(server):
+    server.reply("```python\n", "def f():\n    return 1\n", "```\n")  # merged: the file unchanged
+    server.reply("I will add the return type.\n", "```python\n", "def f() -> int:\n    return 1\n", "```\n")
+    *_, done = await run(RemoteEngineClient(server.url), edit(PARTIAL_FILE))
+    assert done.text == PARTIAL_FILE.replace("def f():", "def f() -> int:") and done.attempt == 2
+    assert done.partial == protocol.Partial(how="merged", items=["f()"]) and len(server.requests) == 2
+
+
 async def test_an_ambiguous_partial_reply_gets_an_apply_pass(server):
     server.reply("```python\n", "def f() -> int:\n    return (1\n", "```\n")  # does not parse
     server.reply("```python\n", PARTIAL_FILE.replace("def f():", "def f() -> int:"), "```\n")

@@ -161,10 +161,8 @@ def _tokens_per_second(cost: ForwardCost, p: float, per_token: float) -> float:
 
 def choose(calibration: Calibration, targets: list[Setting], drafts: list[Setting] | None) -> Choice:
     """The target and draft settings with the least predicted time over ``MIX`` (geometric
-    mean); ``drafts`` None: no draft model. A draft on torch runs in the target's dtype
-    when the target runs on torch too (one dtype per process, as Engine.load takes it)."""
-    pairs = [(t, d) for t in targets for d in (drafts or [None])
-             if d is None or d.runtime != "torch" or t.runtime != "torch" or d.dtype == t.dtype]
+    mean); ``drafts`` None: no draft model."""
+    pairs = [(t, d) for t in targets for d in (drafts or [None])]
     predicted, per_edit = {}, []
     for t, d in pairs:
         times = [predict_seconds(calibration.target[str(t)], calibration.draft[str(d)] if d else None, e)

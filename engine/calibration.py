@@ -55,11 +55,6 @@ class Setting(NamedTuple):
     def __str__(self) -> str:
         return f"{self.runtime} {self.dtype}".strip()
 
-    @classmethod
-    def parse(cls, name: str) -> "Setting":
-        runtime, _, dtype = name.partition(" ")
-        return cls(runtime, dtype)
-
 
 class ModelCosts(msgspec.Struct, forbid_unknown_fields=True):
     """One model on one setting: T(k) in seconds behind ``CONTEXT`` tokens, and prefill."""

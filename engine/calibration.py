@@ -39,6 +39,7 @@ from engine.runtimes.base import open_runtime
 
 log = logging.getLogger(__name__)
 
+FAST = "fast"
 FORMAT = 1  # bump when what is measured, or how, changes: older files are measured again
 CONTEXT = 1024  # cached tokens the timed passes run behind: an edit's prompt of a 3K-char file
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile",
@@ -47,10 +48,13 @@ CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16",
 
 
 class Setting(NamedTuple):
-    """Where a model runs: a runtime, and under torch a dtype."""
+    """Where a model runs: a runtime, and its dtype or kernels."""
 
     runtime: str  # "torch" or "llama.cpp"
-    dtype: str = ""  # torch: "bf16", "fp16", "fp32"; llama.cpp: "" (the GGUF's own quantisation)
+    dtype: str = ""
+    """torch: "bf16", "fp16", "fp32". llama.cpp (the GGUF's own quantisation): "" for the
+    batch-invariant kernels, ``FAST`` for llama.cpp's own (not exact: a pass may round
+    differently from one-token steps; engine/runtimes/llama_runtime.py)."""
 
     def __str__(self) -> str:
         return f"{self.runtime} {self.dtype}".strip()
@@ -177,7 +181,8 @@ def candidates(spec: str, runtime: str | None, device: str | None, dtype: str | 
     """The settings a model may run on: the runtime asked for, or under ``auto`` each one
     installed that runs it (llama.cpp: GGUF models on a CPU; torch: anything, in the
     dtypes the device runs fast). ``exact``: only settings whose passes score bit for bit
-    as one-token steps (llama.cpp built batch-invariant)."""
+    as one-token steps (llama.cpp built batch-invariant, on its exact kernels). Asked for
+    by name, llama.cpp runs its exact kernels; ``auto`` weighs its fast ones too."""
     if runtime not in (None, "auto", *models.RUNTIMES):
         raise models.ModelError(f"unknown runtime {runtime!r}: use auto, {', '.join(models.RUNTIMES)}")
     cpu = device == "cpu" or (device is None and models.select_device(None).type == "cpu")
@@ -186,6 +191,8 @@ def candidates(spec: str, runtime: str | None, device: str | None, dtype: str | 
     settings = []
     if runtime == "llama.cpp" or (auto and cpu and dtype is None and models.llama_cpp_installed() and (gguf or exact)):
         settings.append(Setting("llama.cpp"))
+        if auto and not exact:
+            settings.append(Setting("llama.cpp", FAST))
     if runtime == "torch" or (auto and not exact):
         settings += [Setting("torch", d) for d in _torch_dtypes(spec, device, dtype)]
     if exact:
@@ -272,8 +279,7 @@ def measure(spec: str, setting: Setting, device: str | None, threads: int) -> Mo
     once per round, rounds until none improved its best by over 3% (2 to 6 rounds), so
     that a burst of other load lands on one try of each length rather than on every try
     of one."""
-    loaded = models.load(spec, runtime=setting.runtime, device=device, dtype=setting.dtype or None,
-                         threads=threads)
+    loaded = load_on(spec, setting, device, threads)
     runtime = open_runtime(loaded)
     vocab = min(len(loaded.tokenizer), 32000)
     ids = [(i * 7919) % (vocab - 32) + 32 for i in range(CONTEXT + max(MEASURED_LENGTHS) + 1)]  # no specials
@@ -294,6 +300,12 @@ def measure(spec: str, setting: Setting, device: str | None, threads: int) -> Mo
         if round_ >= 1 and not improved:
             break
     return ModelCosts(best, prefill / CONTEXT)
+
+
+def load_on(spec: str, setting: Setting, device: str | None, threads: int | None) -> models.LoadedModel:
+    llama = setting.runtime == "llama.cpp"
+    return models.load(spec, runtime=setting.runtime, device=device, threads=threads,
+                       dtype=None if llama else setting.dtype or None, fast_kernels=llama and setting.dtype == FAST)
 
 
 def other_load(threads: int) -> float:

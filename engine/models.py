@@ -122,12 +122,13 @@ def llama_batch_invariant() -> bool:
 
 
 def load(spec: str, *, runtime: str = "torch", device: str | None = None, dtype: str | None = None,
-         threads: int | None = None) -> LoadedModel:
-    """``spec`` on ``runtime`` ("torch" or "llama.cpp"; Engine.load picks it for ``auto``)."""
+         threads: int | None = None, fast_kernels: bool = False) -> LoadedModel:
+    """``spec`` on ``runtime`` ("torch" or "llama.cpp"; Engine.load picks it for ``auto``).
+    ``fast_kernels``: llama.cpp's own kernels rather than the batch-invariant ones."""
     if runtime not in RUNTIMES:
         raise ModelError(f"unknown runtime {runtime!r}: use auto, {', '.join(RUNTIMES)}")
     if runtime == "llama.cpp":
-        return _load_llama(spec, device, dtype, threads)
+        return _load_llama(spec, device, dtype, threads, fast_kernels)
     dev = select_device(device)
     dt = select_dtype(dtype, dev, spec)
     if is_tiny(spec):
@@ -152,7 +153,8 @@ def load(spec: str, *, runtime: str = "torch", device: str | None = None, dtype:
     return LoadedModel(spec, "torch", model, tok, str(dev), str(dt).removeprefix("torch."), context, eos)
 
 
-def _load_llama(spec: str, device: str | None, dtype: str | None, threads: int | None) -> LoadedModel:
+def _load_llama(spec: str, device: str | None, dtype: str | None, threads: int | None,
+                fast_kernels: bool) -> LoadedModel:
     if device not in (None, "cpu"):
         raise ModelError(f"the llama.cpp runtime runs on the CPU here; use --runtime torch for {device}")
     if dtype:
@@ -161,8 +163,8 @@ def _load_llama(spec: str, device: str | None, dtype: str | None, threads: int |
         from engine.runtimes.llama_runtime import REBUILD, LlamaWeights, batch_invariant
     except ImportError:
         raise ModelError(LLAMA_MISSING) from None
-    exact = batch_invariant()
-    if not exact:
+    exact = batch_invariant() and not fast_kernels
+    if not batch_invariant():
         log.warning("this llama-cpp-python was built with llamafile's sgemm, so a verification pass can round "
                     "differently from a one-token step and flip a near-tie (the output may differ between "
                     "methods and runs); for exact output rebuild it: %s", REBUILD)
@@ -183,7 +185,7 @@ def _load_llama(spec: str, device: str | None, dtype: str | None, threads: int |
         raise ModelError(f"the llama.cpp runtime needs a GGUF model: a packaged one ({', '.join(PACKAGED)}), "
                          f"a .gguf file or {TINY}; not {spec!r}")
     try:
-        weights = LlamaWeights(str(path), threads, float32_cache=is_tiny(spec))
+        weights = LlamaWeights(str(path), threads, float32_cache=is_tiny(spec), fast_kernels=fast_kernels)
     except ValueError as exc:  # llama-cpp-python's "Failed to load model from file"
         raise ModelError(f"llama.cpp cannot load {path}: {exc}") from exc
     eos = weights.eos | ({tok.eos_token_id} - {None})

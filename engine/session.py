@@ -130,8 +130,8 @@ class Engine:
 
         Runtimes default to ``auto``: the pair of settings the machine's calibration
         predicts fastest (engine/calibration.py; measured on the first load, with
-        ``notify`` told); the draft's default to the target's choices. ``exact``: only
-        batch-invariant runtimes (every method's output bit for bit plain greedy's)."""
+        ``notify`` told); the draft's default to the target's choices. ``exact``: a target on
+        batch-invariant kernels only (every method's output bit for bit plain greedy's)."""
         threads = threads or int(os.environ.get("BLAZEDIT_THREADS", "0")) or None
         if threads:
             torch.set_num_threads(threads)
@@ -139,19 +139,20 @@ class Engine:
             draft = default_draft(model)
         try:
             targets = calibration.candidates(model, runtime, device, dtype, exact)
-            drafts = calibration.candidates(draft, draft_runtime or runtime, device, dtype, exact) if draft else None
+            # The draft only proposes: under ``exact`` its kernels need not be exact too.
+            drafts = calibration.candidates(draft, draft_runtime or runtime, device, dtype) if draft else None
             measured = calibration.ensure(model, draft, targets, drafts or [], device=device,
                                           threads=threads or torch.get_num_threads(), notify=notify)
             choice = calibration.choose(measured, targets, drafts)
             for line in choice.describe():
                 log.info("%s", line)
-            target = _load_on(model, choice.target, device, threads)
+            target = calibration.load_on(model, choice.target, device, threads)
             if choice.draft is None:
                 loaded_draft = None
             elif draft == model and choice.draft == choice.target:
                 loaded_draft = target  # same weights, its own KV cache
             else:
-                loaded_draft = _load_on(draft, choice.draft, device, threads)
+                loaded_draft = calibration.load_on(draft, choice.draft, device, threads)
         except models.ModelError as exc:
             raise EngineError("model_error", str(exc)) from exc
         costs = (measured.target[str(choice.target)].forward_cost(),
@@ -405,10 +406,6 @@ def _merged(result: Result, text: str, instruction: str, span: tuple[int, int] |
     if sketch is not None and sketch.text is not None:
         result.text, result.partial = sketch.text, Partial(how="merged", items=sketch.items)
     return sketch
-
-
-def _load_on(spec: str, setting: calibration.Setting, device: str | None, threads: int | None) -> models.LoadedModel:
-    return models.load(spec, runtime=setting.runtime, device=device, dtype=setting.dtype or None, threads=threads)
 
 
 def _info(loaded: models.LoadedModel) -> ModelInfo:

@@ -48,10 +48,14 @@ MAX_CONTEXT = 32768
 class LlamaWeights:
     """A GGUF mapped into memory, shared by the contexts made on it."""
 
-    def __init__(self, path: str, threads: int | None = None, float32_cache: bool = False):
+    def __init__(self, path: str, threads: int | None = None, float32_cache: bool = False,
+                 fast_kernels: bool = False):
+        """``fast_kernels``: llama.cpp's own choice (repacked weights, flash attention), faster
+        than the batch-invariant ones above but not bit for bit one-token steps'."""
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = 0
-        params.use_extra_bufts = False  # no repacked weights (batch invariance, above)
+        params.use_extra_bufts = fast_kernels  # repacked weights (batch invariance, above)
+        self.fast_kernels = fast_kernels
         self.path = path
         self.model = _internals.LlamaModel(path_model=path, params=params, verbose=False)
         self.threads = threads or len(os.sched_getaffinity(0))  # every core we may use
@@ -82,7 +86,8 @@ class LlamaRuntime:
         params.n_batch = params.n_ubatch = BATCH_TOKENS
         params.n_threads = params.n_threads_batch = weights.threads
         params.no_perf = True
-        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED  # batch invariance, above
+        if not weights.fast_kernels:
+            params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED  # batch invariance, above
         if weights.float32_cache:
             params.type_k = params.type_v = llama_cpp.GGML_TYPE_F32
         self.weights = weights

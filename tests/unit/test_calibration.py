@@ -11,6 +11,7 @@ from engine.decoding.cost import ForwardCost
 from engine.session import Engine
 
 LLAMA, BF16, FP32 = Setting("llama.cpp"), Setting("torch", "bf16"), Setting("torch", "fp32")
+LLAMA_FAST = Setting("llama.cpp", calibration.FAST)
 
 
 @pytest.fixture
@@ -22,8 +23,8 @@ def cpu_with_llama(monkeypatch):
 
 
 def test_auto_considers_every_runtime_that_runs_the_model(cpu_with_llama, monkeypatch):
-    assert calibration.candidates("qwen2.5-coder-1.5b", "auto", None, None) == [LLAMA, BF16, FP32]
-    assert calibration.candidates("/m/model.gguf", None, "cpu", None) == [LLAMA, BF16, FP32]
+    assert calibration.candidates("qwen2.5-coder-1.5b", "auto", None, None) == [LLAMA, LLAMA_FAST, BF16, FP32]
+    assert calibration.candidates("/m/model.gguf", None, "cpu", None) == [LLAMA, LLAMA_FAST, BF16, FP32]
     assert calibration.candidates("/m/hf-dir", None, "cpu", None) == [BF16, FP32]  # llama.cpp runs GGUFs only
     assert calibration.candidates("tiny-random", None, None, None) == [FP32]  # exact identity: a float32 property
     assert calibration.candidates("qwen2.5-coder-1.5b", None, None, "fp32") == [FP32]  # a dtype: torch's
@@ -31,7 +32,7 @@ def test_auto_considers_every_runtime_that_runs_the_model(cpu_with_llama, monkey
     assert calibration.candidates("qwen2.5-coder-1.5b", "torch", None, None) == [BF16, FP32]
     assert calibration.candidates("qwen2.5-coder-1.5b", None, None, None, exact=True) == [LLAMA]
     monkeypatch.setattr(models, "_cpu_has_fast_bf16", lambda: False)
-    assert calibration.candidates("qwen2.5-coder-1.5b", None, None, None) == [LLAMA, FP32]
+    assert calibration.candidates("qwen2.5-coder-1.5b", None, None, None) == [LLAMA, LLAMA_FAST, FP32]
     monkeypatch.setattr(models, "llama_cpp_installed", lambda: False)
     assert calibration.candidates("qwen2.5-coder-1.5b", None, None, None) == [FP32]
     with pytest.raises(models.ModelError, match="--exact needs the llama.cpp runtime"):
@@ -141,3 +142,19 @@ def test_observed_passes_refine_the_cost_and_keep_it_monotone():
     assert cost(16) <= cost(128)
     cost.observe(1000, 0.0)  # beyond the measured lengths: ignored
     assert cost(128) >= cost(16)
+
+
+def test_llama_cpp_runs_fast_kernels_as_a_setting_of_its_own(tmp_path, monkeypatch):
+    """llama.cpp's own kernels (repacked weights, flash attention) are measured and may be
+    chosen, but never count as exact, so a target on them never learns from timings."""
+    pytest.importorskip("llama_cpp")
+    monkeypatch.setenv("BLAZEDIT_CACHE_DIR", str(tmp_path))
+    fast = calibration.load_on("tiny-random", LLAMA_FAST, None, 1)
+    exact = calibration.load_on("tiny-random", LLAMA, None, 1)
+    assert fast.model.fast_kernels and not fast.exact
+    assert not exact.model.fast_kernels and exact.exact == models.llama_batch_invariant()
+    measured = calibration.ensure("tiny-random", None, [LLAMA, LLAMA_FAST], [], device="cpu", threads=1)
+    assert set(measured.target) == {"llama.cpp", "llama.cpp fast"}
+    engine = Engine(fast, None, costs=(measured.target["llama.cpp fast"].forward_cost(), None))
+    assert engine.target_model.learns is None
+    assert len(engine.target_model.runtime.forward(list(range(40, 60)), keep=20)) == 20

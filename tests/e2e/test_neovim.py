@@ -387,40 +387,12 @@ def test_vim_lsp_enable_alone_edits_through_a_code_action(tmp_path: Path) -> Non
 
 # ------------------------------------------------------------------ reviewing an AI edit
 
-REVIEW_SOURCE = '''"""Inventory helpers."""
-
-
-def restock(stock, name, count):
-    stock[name] = stock.get(name, 0) + count
-
-
-def total(stock):
-    return sum(stock.values())
-
-
-def empty(stock):
-    return not stock
-'''
-REVIEW_HINTS = {
-    "def restock(stock, name, count):": "def restock(stock: dict[str, int], name: str, count: int) -> None:",
-    "def total(stock):": "def total(stock: dict[str, int]) -> int:",
-    "def empty(stock):": "def empty(stock: dict[str, int]) -> bool:",
-}
-
-
-def review_hints(edit) -> tuple[str, str]:
-    text = edit.text
-    for old, new in REVIEW_HINTS.items():
-        text = text.replace(old, new)
-    return text, "stop"
-
-
 @needs_server
 def test_review_reject_one_through_a_code_action_keep_one_leave_one(tmp_path: Path) -> None:
     """Three hunks: the first rejected through its code action, `]h` to the second and
     :BlazeditKeep, the third left; extmarks show what each replaced, diagnostics go as
     hunks settle."""
-    from editor_engine import serve_fake_engine
+    from editor_engine import REVIEW_HINTS, REVIEW_SOURCE, review_hints, serve_fake_engine
 
     path = tmp_path / "inventory.py"
     path.write_text(REVIEW_SOURCE)

@@ -133,6 +133,24 @@ async def test_review_off_tracks_nothing_and_undo_reverts_the_edit(unreviewed: L
     assert editor.text(URI) == LONG
 
 
+async def test_a_line_break_the_editor_puts_after_an_edit_that_dropped_it_is_no_typing(client: LanguageClient):
+    """The model's file ends without a line break; Neovim's buffer keeps one ('eol') and says
+    so in its next didChange. The last hunk is not "edited since", and rejecting everything
+    gives the original back exactly."""
+    editor = editor_of(client)
+    editor.fake.respond = lambda edit: (swap(edit.text).removesuffix("\n"), "stop")  # type: ignore[attr-defined]
+    editor.open(URI, LONG)
+    assert (await editor.edit(URI, RENAME))["state"] == "applied"
+    assert editor.text(URI) == swap(LONG).removesuffix("\n")
+    editor.type(URI, editor.text(URI) + "\n")
+    await editor.barrier()
+    assert [d.message for d in diagnostics(client)] == ["AI change 1/2: replaced 2 lines", "AI change 2/2: replaced 1 line"]
+    assert (await editor.command("blazedit.rejectAll", {"uri": URI}))["state"] == "reverted"
+    assert editor.text(URI) == LONG
+    await editor.barrier()
+    assert diagnostics(client) == []
+
+
 @pytest_lsp.fixture(config=config)
 async def previewing(lsp_client: LanguageClient):
     """VS Code's capabilities (changeAnnotationSupport), review "preview"."""

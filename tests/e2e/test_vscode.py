@@ -130,7 +130,7 @@ def vsix(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_vsix(tmp_path_factory.mktemp("vsix"))
 
 
-def project(tmp_path: Path, source: str) -> tuple[Path, Path]:
+def project(tmp_path: Path, source: str, **settings) -> tuple[Path, Path]:
     """The folder code-server opens, with inventory.py holding `source`, and code-server's
     home with the test's settings; (the file, the home)."""
     folder = tmp_path / "project"
@@ -153,6 +153,7 @@ def project(tmp_path: Path, source: str) -> tuple[Path, Path]:
         "extensions.autoUpdate": False,
         "telemetry.telemetryLevel": "off",
         "files.autoSave": "off",
+        **settings,
     }))
     return path, home
 
@@ -303,3 +304,56 @@ def test_review_reject_through_a_lens_keep_one_leave_one(tmp_path: Path, vsix: P
     assert seen["rejected"] == [f"AI change {i}/2: replaced 1 line" for i in (1, 2)], seen
     assert seen["kept"] == ["AI change 1/1: replaced 1 line"], seen
     assert path.read_text() == REVIEW_SOURCE.replace(second_old, second_new).replace(third_old, third_new)
+
+
+@pytest.mark.timeout(900)
+def test_review_preview_lets_the_user_untick_a_change_before_anything_lands(tmp_path: Path, vsix: Path) -> None:
+    """review "preview": the finished edit opens VS Code's Refactor Preview with one entry per
+    AI change, none ticked (each needs confirmation) and nothing in the buffer yet; the user
+    ticks the second and third and clicks Apply: only those two land."""
+    from editor_engine import REVIEW_HINTS, REVIEW_SOURCE, review_hints, serve_fake_engine
+    from playwright.sync_api import expect, sync_playwright
+
+    path, home = project(tmp_path, REVIEW_SOURCE, **{"blazedit.review": "preview"})
+    (first_old, first_new), (second_old, second_new), (third_old, third_new) = REVIEW_HINTS.items()
+    with serve_fake_engine(review_hints) as served:
+        env = {**os.environ, "XDG_RUNTIME_DIR": str(served.runtime), "HOME": str(home)}
+        server = CodeServer(home, env)
+        server.install(vsix)
+        url = server.start(path.parent)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            editor = page.locator(".monaco-editor .view-lines").first
+            panel = page.locator("#workbench\\.parts\\.panel")
+            try:
+                open_file(page, url)
+                run_command(page, "Blazedit: AI edit whole file")
+                answer_input(page, "add type hints")
+                expect(panel.locator(".monaco-list-row", has_text="def ")).to_have_count(3, timeout=UI_MS)
+                rows = [panel.locator(".monaco-list-row", has_text=new) for new in (first_new, second_new, third_new)]
+                for row in rows:
+                    expect(row.get_by_role("checkbox")).not_to_be_checked(timeout=UI_MS)
+                expect(editor).not_to_contain_text("dict[str, int]")  # nothing has landed
+                for row in rows[1:]:
+                    row.get_by_role("checkbox").click(timeout=UI_MS)
+                    expect(row.get_by_role("checkbox")).to_be_checked(timeout=UI_MS)
+                page.screenshot(path=str(tmp_path / "vscode-preview.png"))
+                panel.get_by_role("button", name="Apply").click(timeout=UI_MS)
+                expect(editor).to_contain_text(third_new, timeout=UI_MS)
+                expect(editor).to_contain_text(second_new, timeout=UI_MS)
+                editor.click()
+                page.keyboard.press("Control+S")
+                expect(page.locator(".tab.active.dirty")).to_have_count(0, timeout=UI_MS)
+                page.screenshot(path=str(tmp_path / "vscode-preview-applied.png"))
+            except Exception:
+                page.screenshot(path=str(tmp_path / "vscode-failure.png"))
+                print("".join(server.output[-80:]))
+                raise
+            finally:
+                browser.close()
+                server.stop()
+        (job,) = served.engine.jobs
+    assert job.edit.instruction == "add type hints"
+    assert path.read_text() == REVIEW_SOURCE.replace(second_old, second_new).replace(third_old, third_new)
+    assert first_new not in path.read_text()

@@ -377,7 +377,10 @@ async def _apply_once(ls: Host, job: LspJob, result: str) -> tuple[str, str] | N
         return "applied", f"{len(edits)} edit{'s' if len(edits) != 1 else ''} applied{early}"
     after = ls.open_document(job.uri)
     if after is None or after.version == version:
-        reason = response.failure_reason or ("declined in the preview" if preview is not None else "no reason given")
+        if preview is not None and not response.failure_reason:
+            ls.tell(types.MessageType.Info, "Blazedit: nothing applied (discarded in the editor's preview)")
+            return "refused", "not applied: discarded in the editor's preview"
+        reason = response.failure_reason or "no reason given"
         ls.tell(types.MessageType.Error, f"Blazedit: the editor did not apply the edit: {reason}")
         return "failed", f"the editor did not apply the edit: {reason}"
     return None

@@ -215,6 +215,18 @@ async def test_preview_applies_only_the_hunks_the_user_picked(previewing: Langua
     assert not editor.hunks.get(URI, {}).get("hunks") and diagnostics(previewing) == []
 
 
+async def test_preview_discarded_applies_nothing_and_says_so(previewing: LanguageClient):
+    editor = editor_of(previewing)
+    editor.fake.respond = swap_words  # type: ignore[attr-defined]
+    editor._apply = lambda params: (editor.applied.append(params),  # type: ignore[method-assign]
+                                    types.ApplyWorkspaceEditResult(applied=False))[1]
+    editor.open(URI, LONG)
+    result = await editor.edit(URI, RENAME)
+    assert result["state"] == "refused" and "discarded in the editor's preview" in result["summary"], result
+    assert len(editor.applied) == 1 and editor.text(URI) == LONG
+    assert "Blazedit: nothing applied (discarded in the editor's preview)" in editor.messages()
+
+
 async def test_preview_without_change_annotations_reviews_after_applying_and_says_so_once(
         cannot_preview: LanguageClient):
     editor = editor_of(cannot_preview)

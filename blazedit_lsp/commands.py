@@ -160,7 +160,7 @@ async def undo(ls: Host, args: tuple[Any, ...]) -> dict[str, Any]:
     if (job := ls.jobs.get(a.uri)) is not None:
         job.cancel("blazedit.undo")
         await _wait(job, editing.CANCEL_GRACE_S + 1)
-    if ls.config.review != "off":
+    if ls.review.mode() == "afterApply":
         outcome = await _reject_hunks(ls, a.uri, None)
         if outcome.get("state") != "reverted":
             return {"state": "rejected", "message": outcome["message"]}

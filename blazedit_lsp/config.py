@@ -77,9 +77,12 @@ class Config(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only
     "off": the engine is first reached by an edit."""
     warm_delay_ms: Annotated[int, msgspec.Meta(ge=0)] = 1500
     """How long after the last change of a document it is warmed again."""
-    review: Literal["afterApply", "off"] = "afterApply"
+    review: Literal["afterApply", "preview", "off"] = "afterApply"
     """"afterApply": the hunks of a document's last AI edit stay pending after they land, each
     shown (diagnostic, code lens, blazedit/hunks) until kept or rejected (blazedit_lsp/reviewing.py);
+    "preview": the edit goes out as one workspace/applyEdit with a change annotation per hunk
+    that needs confirmation, so the editor's preview lets the user pick hunks before any lands
+    (where the client declares changeAnnotationSupport; elsewhere "afterApply", said once);
     "off": nothing is tracked, and blazedit.undo reverts the whole last edit."""
 
     def decoding_options(self) -> protocol.DecodingOptions:

@@ -125,7 +125,7 @@ async def _generate(ls: Host, job: LspJob, progress: LspProgress) -> protocol.Do
         region=job.region,
         retry_unchanged=ls.config.retry_unchanged,
     )
-    live = LiveApply(ls, job, progress) if ls.config.apply_while_streaming else None
+    live = LiveApply(ls, job, progress) if ls.config.apply_while_streaming and ls.review.mode() != "preview" else None
     stream = asyncio.ensure_future(_consume(client, request, job, progress, live))
     cancelled = asyncio.ensure_future(job.cancelled.wait())
     try:
@@ -362,7 +362,8 @@ async def _apply_once(ls: Host, job: LspJob, result: str) -> tuple[str, str] | N
         return ("applied", f"{job.hunks_applied} hunk(s) applied while streaming") if job.hunks_applied \
             else ("unchanged", "no changes")
     try:
-        response = await send_edits(ls, job.uri, version, edits, f"Blazedit: {job.instruction}")
+        preview = ls.review.preview_edit(job.uri, version, current, merged, job.instruction)
+        response = await send_edits(ls, job.uri, version, edits, f"Blazedit: {job.instruction}", preview)
     except (JsonRpcException, EditorSilent) as e:  # boundary: the client answered with an error, or not at all
         ls.tell(types.MessageType.Error, f"Blazedit: the editor did not apply the edit: {e}")
         return "failed", f"the editor did not apply the edit: {e}"
@@ -371,9 +372,14 @@ async def _apply_once(ls: Host, job: LspJob, result: str) -> tuple[str, str] | N
         ls.jobs.record_applied(job)
         ls.review.landed(job.uri, job.id, job.instruction, current, merged, version)
         early = f", after {job.hunks_applied} hunk(s) while streaming" if job.hunks_applied else ""
+        if preview is not None:  # what the user picked in the preview is not reported back
+            return "applied", f"{len(preview.change_annotations or {})} AI change(s) offered in the editor's preview"
         return "applied", f"{len(edits)} edit{'s' if len(edits) != 1 else ''} applied{early}"
     after = ls.open_document(job.uri)
     if after is None or after.version == version:
+        if preview is not None and not response.failure_reason:
+            ls.tell(types.MessageType.Info, "Blazedit: nothing applied (discarded in the editor's preview)")
+            return "refused", "not applied: discarded in the editor's preview"
         reason = response.failure_reason or "no reason given"
         ls.tell(types.MessageType.Error, f"Blazedit: the editor did not apply the edit: {reason}")
         return "failed", f"the editor did not apply the edit: {reason}"
@@ -384,9 +390,11 @@ class EditorSilent(Exception):
     """The editor did not answer a workspace/applyEdit in time (applyTimeoutMs)."""
 
 
-async def send_edits(ls: Host, uri: str, version: int | None, edits: list[types.TextEdit], label: str):
-    """One workspace/applyEdit of ``edits`` to the document at ``version``; the client's answer."""
-    params = types.ApplyWorkspaceEditParams(edit=_workspace_edit(ls, uri, version, edits), label=label)
+async def send_edits(ls: Host, uri: str, version: int | None, edits: list[types.TextEdit], label: str,
+                     edit: types.WorkspaceEdit | None = None):
+    """One workspace/applyEdit of ``edits`` to the document at ``version`` (or of ``edit``, the
+    same change made otherwise: reviewing.annotated_edit); the client's answer."""
+    params = types.ApplyWorkspaceEditParams(edit=edit or _workspace_edit(ls, uri, version, edits), label=label)
     timeout = ls.config.apply_timeout_ms / 1000
     try:
         return await asyncio.wait_for(ls.workspace_apply_edit_async(params), timeout)

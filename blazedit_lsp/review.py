@@ -72,7 +72,16 @@ class Review:
         return "".join(split_lines(self.text)[hunk.start : hunk.end])
 
     def touched(self, hunk: Hunk) -> bool:
-        return hunk.ai is None or self.lines(hunk) != hunk.ai
+        return hunk.ai is None or (self.lines(hunk) != hunk.ai and not self._eol_added(hunk))
+
+    def _eol_added(self, hunk: Hunk) -> str:
+        """The line break after an AI hunk that ended the text without one, when that is all
+        that changed in it ("" otherwise). Neovim adds it: a buffer whose file ended with a
+        line break keeps one ('eol') whatever the edit did, so it is no typing into the hunk."""
+        now, ai = self.lines(hunk), hunk.ai
+        if not ai or ai.endswith(("\n", "\r")) or hunk.end != len(split_lines(self.text)) or not now.startswith(ai):
+            return ""
+        return now[len(ai):] if now[len(ai):] in ("\n", "\r\n") else ""
 
     def get(self, hunk_id: int) -> Hunk | None:
         return next((h for h in self.hunks if h.id == hunk_id), None)
@@ -136,8 +145,9 @@ class Review:
         for h in self.hunks:
             out += lines[pos : h.start]
             start = len(out)
-            if h.id in ids:
-                out += split_lines(h.original)
+            if h.id in ids:  # (keeping a line break added after it, where it had none)
+                eol = self._eol_added(h) if h.original and not h.original.endswith(("\n", "\r")) else ""
+                out += split_lines(h.original + eol)
             else:
                 out += lines[h.start : h.end]
                 kept.append(replace(h, start=start, end=len(out)))

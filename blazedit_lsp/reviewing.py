@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import logging
 from typing import Any, AsyncIterator, Protocol
 from urllib.parse import unquote
@@ -51,6 +52,8 @@ class Shows(Protocol):
 
     def workspace_code_lens_refresh(self, params: None) -> Any: ...
 
+    def tell(self, kind: types.MessageType, message: str) -> None: ...
+
 
 def _key(uri: str) -> str:
     return unquote(uri)
@@ -65,6 +68,29 @@ class ReviewStore:
         self._locks: dict[str, asyncio.Lock] = {}
         self._applied_at: dict[str, int | None] = {}
         """The version our last applied edit went onto: the document shows it only after that."""
+        self._told_no_preview = False
+
+    def mode(self) -> str:
+        """The review mode in effect: the setting, less "preview" where the client cannot
+        confirm annotated changes (then "afterApply", and the user is told once)."""
+        mode = self._ls.config.review
+        if mode != "preview" or previews(self._ls.client_capabilities):
+            return mode
+        if not self._told_no_preview:
+            self._told_no_preview = True
+            self._ls.tell(types.MessageType.Info,
+                          'Blazedit: review "preview" needs an editor that confirms annotated changes '
+                          "(workspace.workspaceEdit.changeAnnotationSupport), which this one does not "
+                          'declare: AI edits land, then each change can be kept or rejected ("afterApply")')
+        return "afterApply"
+
+    def preview_edit(self, uri: str, version: int | None, current: str, merged: str,
+                     instruction: str) -> types.WorkspaceEdit | None:
+        """Under "preview": the edit from ``current`` to ``merged`` with a change annotation per
+        hunk, each needing confirmation; None otherwise."""
+        if self.mode() != "preview":
+            return None
+        return annotated_edit(uri, version, current, merged, instruction, self._ls.workspace.position_encoding)
 
     @contextlib.asynccontextmanager
     async def applying(self, uri: str) -> AsyncIterator[None]:
@@ -101,7 +127,7 @@ class ReviewStore:
 
     def landed(self, uri: str, job: str, instruction: str, before: str, after: str, version: int | None) -> None:
         """The editor applied an AI edit (a hunk of it, while streaming) from ``before`` to ``after``."""
-        if self._ls.config.review == "off":
+        if self.mode() != "afterApply":
             return
         key = _key(uri)
         review = self._reviews.get(key)
@@ -218,14 +244,41 @@ def _count(n: int) -> str:
     return f"{n} line{'s' if n != 1 else ''}"
 
 
+def _what(was: int, now: int) -> str:
+    """A hunk that replaced ``was`` lines with ``now``: "replaced 3 lines", "added 2 lines"..."""
+    if was == 0:
+        return f"added {_count(now)}"
+    return f"removed {_count(was)}" if now == 0 else f"replaced {_count(was)}"
+
+
 def describe(review: Review, hunk: Hunk, index: int, total: int) -> str:
     """e.g. "AI change 2/5: replaced 3 lines"."""
-    was = len(split_lines(hunk.original))
-    if was == 0:
-        what = f"added {_count(hunk.end - hunk.start)}"
-    elif hunk.start == hunk.end:
-        what = f"removed {_count(was)}"
-    else:
-        what = f"replaced {_count(was)}"
+    what = _what(len(split_lines(hunk.original)), hunk.end - hunk.start)
     edited = " (edited since: keep it, or undo your typing to reject it)" if review.touched(hunk) else ""
     return f"AI change {index + 1}/{total}: {what}{edited}"
+
+
+def previews(caps: types.ClientCapabilities) -> bool:
+    """Whether the client confirms annotated changes (LSP 3.16 changeAnnotationSupport)."""
+    edit = caps.workspace.workspace_edit if caps.workspace else None
+    return edit is not None and edit.change_annotation_support is not None
+
+
+def annotated_edit(uri: str, version: int | None, current: str, merged: str, instruction: str,
+                   encoding: str | None) -> types.WorkspaceEdit:
+    """``current`` to ``merged`` as one versioned TextDocumentEdit (where annotated edits go)
+    with one AnnotatedTextEdit per line hunk, over whole lines, each with its own change
+    annotation ("AI change 2/3: replaced 1 line", the instruction) that needs confirmation."""
+    old, new = split_lines(current), split_lines(merged)
+    matcher = difflib.SequenceMatcher(None, old, new, autojunk=False)
+    ops = [(i1, i2, j1, j2) for tag, i1, i2, j1, j2 in matcher.get_opcodes() if tag != "equal"]
+    edits, annotations = [], {}
+    for n, (i1, i2, j1, j2) in enumerate(ops, 1):
+        key = f"blazedit.{n}"
+        annotations[key] = types.ChangeAnnotation(label=f"AI change {n}/{len(ops)}: {_what(i2 - i1, j2 - j1)}",
+                                                  needs_confirmation=True, description=instruction)
+        edits.append(types.AnnotatedTextEdit(range=hunk_range(current, Hunk(n, i1, i2, "", None), encoding),
+                                             new_text="".join(new[j1:j2]), annotation_id=key))
+    document = types.OptionalVersionedTextDocumentIdentifier(uri=uri, version=version)
+    return types.WorkspaceEdit(document_changes=[types.TextDocumentEdit(text_document=document, edits=edits)],
+                               change_annotations=annotations)

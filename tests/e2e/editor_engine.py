@@ -45,6 +45,36 @@ def add_hints(edit: protocol.Edit) -> tuple[str, str]:
     return text, "stop"
 
 
+REVIEW_SOURCE = '''"""Inventory helpers."""
+
+
+def restock(stock, name, count):
+    stock[name] = stock.get(name, 0) + count
+
+
+def total(stock):
+    return sum(stock.values())
+
+
+def empty(stock):
+    return not stock
+'''
+"""A file without an instruction comment; `review_hints` types its three functions."""
+REVIEW_HINTS = {
+    "def restock(stock, name, count):": "def restock(stock: dict[str, int], name: str, count: int) -> None:",
+    "def total(stock):": "def total(stock: dict[str, int]) -> int:",
+    "def empty(stock):": "def empty(stock: dict[str, int]) -> bool:",
+}
+
+
+def review_hints(edit: protocol.Edit) -> tuple[str, str]:
+    """Three one-line hunks, one per signature (the review tests)."""
+    text = edit.text
+    for old, new in REVIEW_HINTS.items():
+        text = text.replace(old, new)
+    return text, "stop"
+
+
 @dataclass
 class Served:
     engine: FakeEngine

@@ -2,7 +2,8 @@
 
 ;; Run as `emacs --batch -l emacs_driver.el' with BLAZEDIT_TEST set to a JSON object:
 ;; init (the init.el to load), file, line (where to ask for code actions), flow
-;; ("code-action", or "commands": blazedit-edit, blazedit-cancel, blazedit-edit), title (the
+;; ("code-action"; "commands": blazedit-edit, blazedit-cancel, blazedit-edit; "review":
+;; blazedit-edit, then one hunk rejected and one kept through code actions), title (the
 ;; action to pick), instruction (what the user types), progress (true: wait for the progress to end too), out (where the
 ;; results go), connect_s and edit_s (bounds of the waits).
 ;; What a user does by hand is done here the same way: find-file (the init's
@@ -65,6 +66,44 @@
                                                        (lambda () (and (= (blazedit-test--count "end") 2)
                                                                        (not (equal (buffer-string) original)))))))
 
+(defvar blazedit-test--pick nil
+  "The code action the user picks in the review flow (else the `title' parameter).")
+
+(defun blazedit-test--ours ()
+  "The blazedit diagnostics flymake shows in the buffer: (LINE . MESSAGE), in order."
+  (sort (cl-loop for d in (flymake-diagnostics (point-min) (point-max))
+                 when (string-match-p "\\`blazedit: AI change " (flymake-diagnostic-text d))
+                 collect (cons (line-number-at-pos (flymake-diagnostic-beg d))
+                               (flymake-diagnostic-text d)))
+        (lambda (a b) (< (car a) (car b)))))
+
+(defun blazedit-test--review-step (key pick count)
+  "Go to the first diagnostic (flymake's own `flymake-goto-next-error'), PICK its code
+action with M-x eglot-code-actions, wait for COUNT diagnostics; record them under KEY."
+  (goto-char (point-min))
+  (flymake-goto-next-error 1 nil t)
+  (let ((blazedit-test--pick pick)
+        (last-nonmenu-event ?\r))
+    (call-interactively #'eglot-code-actions))
+  (blazedit-test--put key (list :line (line-number-at-pos)
+                                :settled (blazedit-test--wait (blazedit-test--param :edit_s)
+                                                              (lambda () (= (length (blazedit-test--ours)) count)))
+                                :diagnostics (vconcat (mapcar #'cdr (blazedit-test--ours)))
+                                :text (buffer-substring-no-properties (point-min) (point-max)))))
+
+(defun blazedit-test--review (original)
+  "M-x blazedit-edit; the edit's hunks as diagnostics; reject the first and keep the
+next through their code actions, leave the last."
+  (call-interactively #'blazedit-edit)
+  (blazedit-test--put :edit_ended
+                      (blazedit-test--wait (blazedit-test--param :edit_s)
+                                           (lambda () (and (not (equal (buffer-string) original))
+                                                           (= (length (blazedit-test--ours)) 3)))))
+  (blazedit-test--put :shown (vconcat (mapcar (lambda (d) (vector (car d) (cdr d))) (blazedit-test--ours))))
+  (blazedit-test--put :edited (buffer-substring-no-properties (point-min) (point-max)))
+  (blazedit-test--review-step :rejected "Reject this AI change" 2)
+  (blazedit-test--review-step :kept "Keep this AI change" 1))
+
 (defun blazedit-test--run ()
   (package-activate-all)  ; as an interactive start does before init.el (batch skips it): autoloads
   (load (blazedit-test--param :init) nil t)
@@ -88,16 +127,17 @@
                (lambda (prompt collection &rest _)
                  (blazedit-test--push :prompts prompt)
                  (blazedit-test--put :titles (mapcar #'car collection))
-                 (blazedit-test--param :title)))
+                 (or blazedit-test--pick (blazedit-test--param :title))))
               ((symbol-function 'read-string)
                (lambda (prompt &rest _)
                  (blazedit-test--push :prompts prompt)
                  (blazedit-test--param :instruction)))
               ((symbol-function 'y-or-n-p)
                (lambda (prompt) (blazedit-test--push :prompts prompt) t)))
-      (if (equal (blazedit-test--param :flow) "commands")
-          (blazedit-test--commands original)
-        (blazedit-test--code-action original)))
+      (pcase (blazedit-test--param :flow)
+        ("commands" (blazedit-test--commands original))
+        ("review" (blazedit-test--review original))
+        (_ (blazedit-test--code-action original))))
     (blazedit-test--put :text (buffer-substring-no-properties (point-min) (point-max)))
     (let ((events (jsonrpc-events-buffer (eglot-current-server))))  ; for a failing test's message
       (blazedit-test--put :events (with-current-buffer events

@@ -58,20 +58,23 @@ def documented_init(name: str) -> str:
     return block[1].replace("/path/to/blazedit-lsp", str(ROOT))
 
 
-def run_emacs(tmp_path: Path, init: str, progress: bool, flow: str = "code-action") -> tuple[dict, list]:
-    """One Emacs session (emacs_driver.el) against the scripted engine; its results and the
-    engine's jobs. In the "commands" flow the engine holds the first job (the driver cancels
-    it) and the test releases the second."""
-    from editor_engine import SOURCE, serve_fake_engine
+def run_emacs(tmp_path: Path, init: str, progress: bool, flow: str = "code-action", source: str | None = None,
+              respond=None) -> tuple[dict, list]:
+    """One Emacs session (emacs_driver.el) against the scripted engine (`respond`: its
+    model, editor_engine.add_hints by default) editing `source` (editor_engine.SOURCE by
+    default); its results and the engine's jobs. In the "commands" flow the engine holds the
+    first job (the driver cancels it) and the test releases the second."""
+    from editor_engine import SOURCE, add_hints, serve_fake_engine
 
+    source = SOURCE if source is None else source
     (tmp_path / "init.el").write_text(init)
     path = tmp_path / "inventory.py"
-    path.write_text(SOURCE)
-    line = SOURCE.splitlines().index("# AI: add type hints") + 1
+    path.write_text(source)
+    line = source.splitlines().index("# AI: add type hints") + 1 if "# AI: add type hints" in source else 1
     out = tmp_path / "results.json"
     params = {"init": str(tmp_path / "init.el"), "file": str(path), "line": line, "flow": flow, "title": TITLE,
               "instruction": "add type hints", "progress": progress, "out": str(out), "connect_s": 60, "edit_s": 60}
-    with serve_fake_engine() as served:
+    with serve_fake_engine(respond or add_hints) as served:
         fake = served.engine
         released: list[BaseException | None] = []
         if flow == "commands":
@@ -158,3 +161,40 @@ def test_blazedit_el_commands_edit_cancel_and_edit_again(tmp_path: Path) -> None
     assert results["edit_ended"], f"{second!r}\n{results['events'][-1500:]}"
     assert results["text"] == add_hints(second.edit)[0]
     assert results["prompts"][0].startswith("Blazedit instruction"), results["prompts"]
+
+
+def test_review_reject_one_through_a_code_action_keep_one_leave_one(tmp_path: Path) -> None:
+    """M-x blazedit-edit makes three hunks, shown by flymake as eglot's diagnostics; on the
+    first (flymake-goto-next-error), M-x eglot-code-actions "Reject this AI change" (eglot
+    asks to apply the server's edit: yes); on the next, "Keep this AI change"; the third is
+    left. The diagnostics go as the hunks settle, and the buffer keeps exactly the kept and
+    the left hunks."""
+    from editor_engine import REVIEW_HINTS, REVIEW_SOURCE, review_hints
+
+    results, (job,) = run_emacs(tmp_path, documented_init("emacs-init"), progress=False, flow="review",
+                                source=REVIEW_SOURCE, respond=review_hints)
+    assert job.edit.instruction == "add type hints"
+    edited = review_hints(job.edit)[0]
+    assert results["edit_ended"], (results["shown"], results["events"][-3000:])
+    assert results["edited"] == edited
+    hunks = [edited.splitlines().index(new) + 1 for new in REVIEW_HINTS.values()]
+    assert results["shown"] == [[line, f"blazedit: AI change {i}/3: replaced 1 line"]
+                                for i, line in enumerate(hunks, 1)], results["shown"]
+
+    rejected, kept = results["rejected"], results["kept"]
+    assert rejected["line"] == hunks[0] and rejected["settled"], rejected
+    assert rejected["diagnostics"] == [f"blazedit: AI change {i}/2: replaced 1 line" for i in (1, 2)]
+    first_old, first_new = next(iter(REVIEW_HINTS.items()))
+    assert rejected["text"] == edited.replace(first_new, first_old)
+    assert kept["line"] == hunks[1] and kept["settled"], kept
+    assert kept["diagnostics"] == ["blazedit: AI change 1/1: replaced 1 line"]
+    expected = REVIEW_SOURCE
+    for old in list(REVIEW_HINTS)[1:]:
+        expected = expected.replace(old, REVIEW_HINTS[old])
+    assert kept["text"] == results["text"] == expected
+    # the user's answers: the instruction, eglot's confirmation of the edit, the reject's
+    # action and its edit's confirmation, the keep's action (no edit: no confirmation)
+    prompts = results["prompts"]
+    assert prompts[0].startswith("Blazedit instruction") and "Server wants to edit" in prompts[1], prompts
+    assert prompts[2].startswith("[eglot] Pick an action") and "Server wants to edit" in prompts[3], prompts
+    assert prompts[4].startswith("[eglot] Pick an action") and len(prompts) == 5, prompts

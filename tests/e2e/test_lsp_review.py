@@ -133,6 +133,117 @@ async def test_review_off_tracks_nothing_and_undo_reverts_the_edit(unreviewed: L
     assert editor.text(URI) == LONG
 
 
+async def test_a_line_break_the_editor_puts_after_an_edit_that_dropped_it_is_no_typing(client: LanguageClient):
+    """The model's file ends without a line break; Neovim's buffer keeps one ('eol') and says
+    so in its next didChange. The last hunk is not "edited since", and rejecting everything
+    gives the original back exactly."""
+    editor = editor_of(client)
+    editor.fake.respond = lambda edit: (swap(edit.text).removesuffix("\n"), "stop")  # type: ignore[attr-defined]
+    editor.open(URI, LONG)
+    assert (await editor.edit(URI, RENAME))["state"] == "applied"
+    assert editor.text(URI) == swap(LONG).removesuffix("\n")
+    editor.type(URI, editor.text(URI) + "\n")
+    await editor.barrier()
+    assert [d.message for d in diagnostics(client)] == ["AI change 1/2: replaced 2 lines", "AI change 2/2: replaced 1 line"]
+    assert (await editor.command("blazedit.rejectAll", {"uri": URI}))["state"] == "reverted"
+    assert editor.text(URI) == LONG
+    await editor.barrier()
+    assert diagnostics(client) == []
+
+
+@pytest_lsp.fixture(config=config)
+async def previewing(lsp_client: LanguageClient):
+    """VS Code's capabilities (changeAnnotationSupport), review "preview"."""
+    async for _ in session(lsp_client, "visual_studio_code", review="preview"):
+        yield
+
+
+@pytest_lsp.fixture(config=config)
+async def cannot_preview(lsp_client: LanguageClient):
+    """Emacs' capabilities (documentChanges, no changeAnnotationSupport), review "preview"."""
+    async for _ in session(lsp_client, "emacs", review="preview"):
+        yield
+
+
+def annotated(params: types.ApplyWorkspaceEditParams) -> list[tuple[int, int, str, str, bool, str | None]]:
+    """Each edit of an annotated WorkspaceEdit: its lines, text and its annotation's label,
+    needsConfirmation and description."""
+    (change,) = params.edit.document_changes
+    notes = params.edit.change_annotations
+    return [(e.range.start.line, e.range.end.line, e.new_text, notes[e.annotation_id].label,
+             notes[e.annotation_id].needs_confirmation, notes[e.annotation_id].description) for e in change.edits]
+
+
+async def test_preview_sends_one_edit_with_an_annotation_per_hunk_to_confirm(previewing: LanguageClient):
+    """Nothing applied while streaming; one versioned edit, each hunk's whole lines annotated
+    (needsConfirmation); applied in full by this client, it leaves nothing to review."""
+    editor = editor_of(previewing)
+    editor.fake.respond = swap_words  # type: ignore[attr-defined]
+    editor.open(URI, LONG)
+    result = await editor.edit(URI, RENAME)
+    assert result["state"] == "applied", result
+    (params,) = editor.applied
+    assert params.edit.document_changes[0].text_document.version == 1
+    assert annotated(params) == [
+        (3, 5, "def get(url):\n    await asyncio.sleep(1)\n", "AI change 1/2: replaced 2 lines", True, RENAME),
+        (19, 20, "    store(parse(get('x')))\n", "AI change 2/2: replaced 1 line", True, RENAME)]
+    assert len(params.edit.change_annotations) == 2
+    assert editor.text(URI) == swap(LONG)
+    await editor.barrier()
+    assert not editor.hunks.get(URI, {}).get("hunks") and diagnostics(previewing) == []
+    assert "Reject this AI change" not in [a.title for a in await editor.code_actions(URI, 4)]
+    assert "offered in the editor's preview" in editor.ends()[-1], editor.ends()
+
+
+async def test_preview_applies_only_the_hunks_the_user_picked(previewing: LanguageClient):
+    """The user unticks the first hunk in the preview: only the second lands, and nothing is
+    tracked or shown afterwards (the preview was the review)."""
+    editor = editor_of(previewing)
+    editor.fake.respond = swap_words  # type: ignore[attr-defined]
+    picked = editor._apply
+
+    def untick_first(params: types.ApplyWorkspaceEditParams) -> types.ApplyWorkspaceEditResult:
+        (change,) = params.edit.document_changes
+        change.edits = [e for e in change.edits if e.annotation_id != "blazedit.1"]
+        return picked(params)
+
+    editor._apply = untick_first  # type: ignore[method-assign]
+    editor.open(URI, LONG)
+    assert (await editor.edit(URI, RENAME))["state"] == "applied"
+    assert editor.text(URI) == LONG.replace("fetch('x')", "get('x')")
+    await editor.barrier()
+    assert not editor.hunks.get(URI, {}).get("hunks") and diagnostics(previewing) == []
+
+
+async def test_preview_discarded_applies_nothing_and_says_so(previewing: LanguageClient):
+    editor = editor_of(previewing)
+    editor.fake.respond = swap_words  # type: ignore[attr-defined]
+    editor._apply = lambda params: (editor.applied.append(params),  # type: ignore[method-assign]
+                                    types.ApplyWorkspaceEditResult(applied=False))[1]
+    editor.open(URI, LONG)
+    result = await editor.edit(URI, RENAME)
+    assert result["state"] == "refused" and "discarded in the editor's preview" in result["summary"], result
+    assert len(editor.applied) == 1 and editor.text(URI) == LONG
+    assert "Blazedit: nothing applied (discarded in the editor's preview)" in editor.messages()
+
+
+async def test_preview_without_change_annotations_reviews_after_applying_and_says_so_once(
+        cannot_preview: LanguageClient):
+    editor = editor_of(cannot_preview)
+    editor.fake.respond = swap_words  # type: ignore[attr-defined]
+    editor.open(URI, LONG)
+    assert (await editor.edit(URI, RENAME))["state"] == "applied"
+    assert all(not params.edit.change_annotations for params in editor.applied)
+    await editor.barrier()
+    assert lines_of(editor) == [(3, 5, "def fetch(url):\n    time.sleep(1)\n"),
+                                (19, 20, "    store(parse(fetch('x')))\n")]
+    assert (await editor.command("blazedit.rejectAll", {"uri": URI}))["state"] == "reverted"
+    assert editor.text(URI) == LONG
+    assert (await editor.edit(URI, RENAME))["state"] == "applied"
+    told = [m for m in editor.messages() if '"preview"' in m]
+    assert len(told) == 1 and "changeAnnotationSupport" in told[0] and '"afterApply"' in told[0], editor.messages()
+
+
 # ------------------------------------------------------------------ nothing lost
 
 

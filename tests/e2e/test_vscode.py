@@ -125,16 +125,18 @@ def status_text(page) -> str:
     return page.locator("#blazedit\\.blazedit").inner_text(timeout=UI_MS)
 
 
-@pytest.mark.timeout(900)
-def test_ai_edit_in_code_server(tmp_path: Path) -> None:
-    from editor_engine import SOURCE, add_hints, serve_fake_engine
-    from playwright.sync_api import expect, sync_playwright
+@pytest.fixture(scope="module")
+def vsix(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_vsix(tmp_path_factory.mktemp("vsix"))
 
-    vsix = build_vsix(tmp_path)
+
+def project(tmp_path: Path, source: str, **settings) -> tuple[Path, Path]:
+    """The folder code-server opens, with inventory.py holding `source`, and code-server's
+    home with the test's settings; (the file, the home)."""
     folder = tmp_path / "project"
     folder.mkdir()
     path = folder / "inventory.py"
-    path.write_text(SOURCE)
+    path.write_text(source)
     home = tmp_path / "home"
     # code-server reads machine-scoped settings (blazedit.server.path) from Machine/, the rest from User/.
     for scope in ("Machine", "User"):
@@ -151,7 +153,29 @@ def test_ai_edit_in_code_server(tmp_path: Path) -> None:
         "extensions.autoUpdate": False,
         "telemetry.telemetryLevel": "off",
         "files.autoSave": "off",
+        **settings,
     }))
+    return path, home
+
+
+def open_file(page, url: str) -> None:
+    """The workbench, then inventory.py opened from the Explorer; the extension is running."""
+    from playwright.sync_api import expect
+
+    page.goto(url, timeout=UI_MS)
+    page.locator(".monaco-workbench").wait_for(timeout=UI_MS)
+    page.locator(".explorer-folders-view .monaco-list-row", has_text="inventory.py").dblclick(timeout=UI_MS)
+    expect(page.locator(".monaco-editor .view-lines").first).to_contain_text("def total", timeout=UI_MS)
+    expect(page.locator("#blazedit\\.blazedit")).to_contain_text("Blazedit", timeout=UI_MS)
+
+
+@pytest.mark.timeout(900)
+def test_ai_edit_in_code_server(tmp_path: Path, vsix: Path) -> None:
+    from editor_engine import SOURCE, add_hints, serve_fake_engine
+    from playwright.sync_api import expect, sync_playwright
+
+    path, home = project(tmp_path, SOURCE)
+    folder = path.parent
     with serve_fake_engine() as served:
         served.engine.hold = True
         env = {**os.environ, "XDG_RUNTIME_DIR": str(served.runtime), "HOME": str(home)}
@@ -162,12 +186,7 @@ def test_ai_edit_in_code_server(tmp_path: Path) -> None:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             try:
-                page.goto(url, timeout=UI_MS)
-                page.locator(".monaco-workbench").wait_for(timeout=UI_MS)
-                # Open the file from the Explorer.
-                page.locator(".explorer-folders-view .monaco-list-row", has_text="inventory.py").dblclick(timeout=UI_MS)
-                expect(page.locator(".monaco-editor .view-lines").first).to_contain_text("def total", timeout=UI_MS)
-                expect(page.locator("#blazedit\\.blazedit")).to_contain_text("Blazedit", timeout=UI_MS)
+                open_file(page, url)
 
                 # 1. An edit, cancelled while the engine holds it: the buffer stays as it was.
                 run_command(page, "Blazedit: AI edit whole file")
@@ -205,3 +224,136 @@ def test_ai_edit_in_code_server(tmp_path: Path) -> None:
     assert second.edit.instruction == "add type hints"
     assert path.read_text() == expected
     assert (tmp_path / "vscode.png").stat().st_size > 0
+
+
+def problems(page) -> list[str]:
+    """The Problems view's rows for blazedit's diagnostics, top to bottom (their messages)."""
+    rows = page.locator(".markers-panel .monaco-list-row", has_text="AI change")
+    return [rows.nth(i).locator(".marker-message-details, .marker-message").first.inner_text()
+            for i in range(rows.count())]
+
+
+def click_lens(page, title: str) -> None:
+    """Click the code lens command `title` ("Keep", "Reject") of the topmost hunk."""
+    lenses = page.locator(".monaco-editor .codelens-decoration a", has_text=re.compile(rf"^{title}$"))
+    lenses.first.wait_for(timeout=UI_MS)
+    tops = [lenses.nth(i).bounding_box()["y"] for i in range(lenses.count())]
+    lenses.nth(tops.index(min(tops))).click(timeout=UI_MS)
+
+
+@pytest.mark.timeout(900)
+def test_review_reject_through_a_lens_keep_one_leave_one(tmp_path: Path, vsix: Path) -> None:
+    """An AI edit makes three hunks: three `Keep | Reject` lenses and three diagnostics in
+    the Problems view; a click on the first hunk's Reject puts its line back, a click on the
+    next one's Keep keeps it, the third is left; the diagnostics go as the hunks settle, and
+    the saved file has exactly the kept and the left hunks."""
+    from editor_engine import REVIEW_HINTS, REVIEW_SOURCE, review_hints, serve_fake_engine
+    from playwright.sync_api import expect, sync_playwright
+
+    path, home = project(tmp_path, REVIEW_SOURCE)
+    (first_old, first_new), (second_old, second_new), (third_old, third_new) = REVIEW_HINTS.items()
+    seen: dict[str, list[str]] = {}
+    with serve_fake_engine(review_hints) as served:
+        env = {**os.environ, "XDG_RUNTIME_DIR": str(served.runtime), "HOME": str(home)}
+        server = CodeServer(home, env)
+        server.install(vsix)
+        url = server.start(path.parent)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            editor = page.locator(".monaco-editor .view-lines").first
+            rows = page.locator(".markers-panel .monaco-list-row", has_text="AI change")
+            reject_lenses = page.locator(".monaco-editor .codelens-decoration a", has_text="Reject")
+            try:
+                open_file(page, url)
+                run_command(page, "View: Focus Problems")
+                page.locator(".markers-panel").wait_for(timeout=UI_MS)
+                run_command(page, "Blazedit: AI edit whole file")
+                answer_input(page, "add type hints")
+                expect(editor).to_contain_text(third_new, timeout=UI_MS)
+                expect(rows).to_have_count(3, timeout=UI_MS)
+                expect(reject_lenses).to_have_count(3, timeout=UI_MS)
+                seen["edited"] = problems(page)
+
+                click_lens(page, "Reject")
+                expect(editor).to_contain_text(first_old, timeout=UI_MS)
+                expect(rows).to_have_count(2, timeout=UI_MS)
+                seen["rejected"] = problems(page)
+                # the lenses follow (codeLens/refresh): click none of the rejected hunk's
+                expect(reject_lenses).to_have_count(2, timeout=UI_MS)
+
+                click_lens(page, "Keep")
+                expect(rows).to_have_count(1, timeout=UI_MS)
+                seen["kept"] = problems(page)
+                expect(reject_lenses).to_have_count(1, timeout=UI_MS)
+
+                page.locator(".monaco-editor .view-lines").first.click()
+                page.keyboard.press("Control+S")
+                expect(page.locator(".tab.active.dirty")).to_have_count(0, timeout=UI_MS)
+                page.screenshot(path=str(tmp_path / "vscode-review.png"))
+            except Exception:
+                page.screenshot(path=str(tmp_path / "vscode-failure.png"))
+                print("".join(server.output[-80:]))
+                raise
+            finally:
+                browser.close()
+                server.stop()
+        (job,) = served.engine.jobs
+    assert job.edit.instruction == "add type hints"
+    assert seen["edited"] == [f"AI change {i}/3: replaced 1 line" for i in (1, 2, 3)], seen
+    assert seen["rejected"] == [f"AI change {i}/2: replaced 1 line" for i in (1, 2)], seen
+    assert seen["kept"] == ["AI change 1/1: replaced 1 line"], seen
+    assert path.read_text() == REVIEW_SOURCE.replace(second_old, second_new).replace(third_old, third_new)
+
+
+@pytest.mark.timeout(900)
+def test_review_preview_lets_the_user_untick_a_change_before_anything_lands(tmp_path: Path, vsix: Path) -> None:
+    """review "preview": the finished edit opens VS Code's Refactor Preview with one entry per
+    AI change, none ticked (each needs confirmation) and nothing in the buffer yet; the user
+    ticks the second and third and clicks Apply: only those two land."""
+    from editor_engine import REVIEW_HINTS, REVIEW_SOURCE, review_hints, serve_fake_engine
+    from playwright.sync_api import expect, sync_playwright
+
+    path, home = project(tmp_path, REVIEW_SOURCE, **{"blazedit.review": "preview"})
+    (first_old, first_new), (second_old, second_new), (third_old, third_new) = REVIEW_HINTS.items()
+    with serve_fake_engine(review_hints) as served:
+        env = {**os.environ, "XDG_RUNTIME_DIR": str(served.runtime), "HOME": str(home)}
+        server = CodeServer(home, env)
+        server.install(vsix)
+        url = server.start(path.parent)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            editor = page.locator(".monaco-editor .view-lines").first
+            panel = page.locator("#workbench\\.parts\\.panel")
+            try:
+                open_file(page, url)
+                run_command(page, "Blazedit: AI edit whole file")
+                answer_input(page, "add type hints")
+                expect(panel.locator(".monaco-list-row", has_text="def ")).to_have_count(3, timeout=UI_MS)
+                rows = [panel.locator(".monaco-list-row", has_text=new) for new in (first_new, second_new, third_new)]
+                for row in rows:
+                    expect(row.get_by_role("checkbox")).not_to_be_checked(timeout=UI_MS)
+                expect(editor).not_to_contain_text("dict[str, int]")  # nothing has landed
+                for row in rows[1:]:
+                    row.get_by_role("checkbox").click(timeout=UI_MS)
+                    expect(row.get_by_role("checkbox")).to_be_checked(timeout=UI_MS)
+                page.screenshot(path=str(tmp_path / "vscode-preview.png"))
+                panel.get_by_role("button", name="Apply").click(timeout=UI_MS)
+                expect(editor).to_contain_text(third_new, timeout=UI_MS)
+                expect(editor).to_contain_text(second_new, timeout=UI_MS)
+                editor.click()
+                page.keyboard.press("Control+S")
+                expect(page.locator(".tab.active.dirty")).to_have_count(0, timeout=UI_MS)
+                page.screenshot(path=str(tmp_path / "vscode-preview-applied.png"))
+            except Exception:
+                page.screenshot(path=str(tmp_path / "vscode-failure.png"))
+                print("".join(server.output[-80:]))
+                raise
+            finally:
+                browser.close()
+                server.stop()
+        (job,) = served.engine.jobs
+    assert job.edit.instruction == "add type hints"
+    assert path.read_text() == REVIEW_SOURCE.replace(second_old, second_new).replace(third_old, third_new)
+    assert first_new not in path.read_text()

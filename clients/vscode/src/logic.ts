@@ -39,7 +39,7 @@ export type GuardRemovals = (typeof GUARD_REMOVALS)[number];
 export const WARM = ['onOpen', 'off'] as const;
 export type Warm = (typeof WARM)[number];
 
-export const REVIEW = ['afterApply', 'off'] as const;
+export const REVIEW = ['afterApply', 'preview', 'off'] as const;
 export type Review = (typeof REVIEW)[number];
 
 type Kind =

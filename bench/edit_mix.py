@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from engine import models, prompts
+from engine import models
+
+from engine.client import prompts
 from engine.catalogue import DEFAULT_TARGET
 
 BENCH = Path(__file__).parent

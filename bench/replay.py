@@ -24,13 +24,13 @@ from engine.decoding.cached_model import common_prefix_length
 from engine.decoding.cost import ForwardCost
 from engine.decoding.lookup import NgramIndex
 from engine.decoding.strategies import PromptLookup
-from engine.protocol import DecodingOptions
+from engine.client.protocol import DecodingOptions
 
 
 def record(args):
-    from engine import prompts
+    from engine.client import prompts
     from engine.bench import load_items
-    from engine.session import Engine
+    from engine.local_engine import Engine
 
     engine = Engine.load(runtime=args.runtime, threads=args.threads)
     with open(args.out, "w") as out:

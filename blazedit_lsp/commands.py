@@ -15,7 +15,7 @@ import msgspec
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
-from engine import protocol
+from engine.client import protocol
 
 from . import actions, editing, reviewing
 from .edits import RebaseConflict, line_starts, rebase, split_lines, text_edits
@@ -296,7 +296,7 @@ def _job_info(job: LspJob) -> dict[str, Any]:
 
 
 def _engine_line(reply: Any) -> str:
-    if reply.target.runtime == "openai":  # engine/remote.py: a server blazedit does not run
+    if reply.target.runtime == "openai":  # engine/client/remote.py: a server blazedit does not run
         return f"OpenAI-compatible server {reply.address}, model {reply.target.spec}; {len(reply.jobs)} job(s)"
     target = f"{reply.target.spec} ({reply.target.runtime}, {reply.target.device}, {reply.target.dtype})"
     draft = f", draft {reply.draft.spec}" if reply.draft else ""

@@ -12,10 +12,10 @@ import logging
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
-from engine import protocol
-from engine.client import EngineClient
-from engine.guard import ASKS_TO_DELETE, UNCHANGED, Removal, keep_removed, language_of, removed_definitions
-from engine.merge import describe
+from engine.client import protocol
+from engine.client.daemon_client import EngineClient
+from engine.client.guard import ASKS_TO_DELETE, UNCHANGED, Removal, keep_removed, language_of, removed_definitions
+from engine.client.merge import describe
 
 from .edits import RebaseConflict, rebase, settled, split_lines, text_edits
 from .engine_link import UNREACHABLE
@@ -260,7 +260,7 @@ async def _consume(client: EngineClient, request: protocol.Edit, job: LspJob, pr
 
 
 async def _deliver(ls: Host, job: LspJob, done: protocol.Done) -> tuple[str, str]:
-    result = job.output(done.text)  # in the file's line endings: the engine restores them (engine/prompts.py)
+    result = job.output(done.text)  # in the file's line endings: the engine restores them (engine/client/prompts.py)
     if result == job.sent and not job.hunks_applied:
         ls.tell(types.MessageType.Info, f"Blazedit: {UNCHANGED}")
         return "unchanged", "no changes"

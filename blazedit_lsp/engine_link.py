@@ -11,7 +11,7 @@ import asyncio
 import logging
 from typing import Callable
 
-from engine.client import EngineClient, EngineUnavailable, engine_client
+from engine.client.daemon_client import EngineClient, EngineUnavailable, engine_client
 
 from .config import Config
 

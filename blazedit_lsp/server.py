@@ -3,7 +3,7 @@
 
 This process never imports torch: the engine runs in a daemon (or, with
 ``engine: "embedded"``, in a child process) and is reached through
-engine.client over the msgpack protocol.
+engine.client.daemon_client over the msgpack protocol.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from engine.address import is_openai
+from engine.client.address import is_openai
 
 from . import actions
 from .engine_link import UNREACHABLE

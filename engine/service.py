@@ -29,10 +29,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Literal
 
-from engine import prompts, protocol
+from engine.client import prompts, protocol
 from engine.completion import Completion
-from engine.session import CompletionResult, CompletionStep, Engine, EngineError, Result
-from engine.throttle import Throttle
+from engine.local_engine import CompletionResult, CompletionStep, Engine, EngineError, Result
+from engine.client.throttle import Throttle
 
 log = logging.getLogger(__name__)
 

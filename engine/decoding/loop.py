@@ -13,8 +13,8 @@ from typing import Callable, Iterator, Sequence
 
 from engine.decoding.cached_model import CachedModel, common_prefix_length, verify
 from engine.decoding.strategies import Strategy
-from engine.prompts import file_start
-from engine.protocol import FinishReason, Stats
+from engine.client.prompts import file_start
+from engine.client.protocol import FinishReason, Stats
 
 
 class Detokenizer:

@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Protocol, Sequence, get_args
 
-from engine import protocol
+from engine.client import protocol
 from engine.decoding.cached_model import CachedModel, common_prefix_length, verify
 from engine.decoding.cost import Acceptance, ForwardCost
 from engine.decoding.lookup import NgramIndex
-from engine.protocol import DecodingOptions
+from engine.client.protocol import DecodingOptions
 
 
 class Strategy(Protocol):

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from engine import prompts
+from engine.client import prompts
 from engine.decoding import divergence
-from engine.protocol import METHODS
-from engine.session import Engine
+from engine.client.protocol import METHODS
+from engine.local_engine import Engine
 
 ROOT = Path(__file__).resolve().parents[2]
 NEAR_TIE = {"torch": 1.0, "llama.cpp": 0.0}

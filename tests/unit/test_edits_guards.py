@@ -3,7 +3,7 @@ and .jobs): guards that ask first, line endings, progress numbers."""
 
 from blazedit_lsp.editing import describe_engine_error, guard
 from blazedit_lsp.progress import percentage, progress_message
-from engine import protocol
+from engine.client import protocol
 
 FILE = "import os\n\n\ndef a():\n    return 1\n\n\ndef b():\n    return 2\n"
 

@@ -15,9 +15,9 @@ PACKAGES = ("engine", "blazedit_lsp")
 HEAVY = ("torch", "transformers", "llama_cpp", "matplotlib", "gguf", "accelerate")
 
 TORCH_FREE = (
-    "engine.protocol", "engine.address", "engine.catalogue", "engine.guard", "engine.client", "engine.remote",
-    "engine.errors", "engine.merge", "engine.prompts",
-    "engine.cli", "engine.cli_base", "engine.daemon_cli", "engine.edit_progress", "engine.daemon", "engine.throttle",
+    "engine.client.protocol", "engine.client.address", "engine.catalogue", "engine.client.guard", "engine.client.daemon_client", "engine.client.remote",
+    "engine.client.errors", "engine.client.merge", "engine.client.prompts",
+    "engine.cli", "engine.cli_base", "engine.daemon_cli", "engine.client.edit_progress", "engine.daemon", "engine.client.throttle",
     "engine.decoding.strategies", "engine.decoding.loop", "engine.completion", "engine.openai_schema",
 )
 """What the language server, and the CLI until a command needs the engine, may import."""

@@ -2,12 +2,14 @@
 
 import pytest
 
-from engine import models, prompts
+from engine import models
+
+from engine.client import prompts
 from engine.decoding import strategies
 from engine.decoding.cached_model import CachedModel
 from engine.decoding.cost import ForwardCost
 from engine.decoding.loop import Detokenizer, StopRule, generate, stop_string_at
-from engine.protocol import DecodingOptions
+from engine.client.protocol import DecodingOptions
 
 TOK = models.byte_tokenizer()
 EOS = TOK.eos_token_id

@@ -10,12 +10,14 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import models, prompts
+from engine import models
+
+from engine.client import prompts
 from engine.decoding.cached_model import common_prefix_length
 from engine.decoding.cost import ForwardCost
 from engine.completion import Completion
-from engine.protocol import METHODS, DecodingOptions
-from engine.session import Engine, Result
+from engine.client.protocol import METHODS, DecodingOptions
+from engine.local_engine import Engine, Result
 
 # Free: target passes cost the same whatever their length and draft steps nothing, so every
 # proposal is as long as its method allows. Flat: draft steps cost 0.3 of a target pass.

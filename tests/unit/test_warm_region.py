@@ -6,11 +6,11 @@ one, and its events carry the region's text."""
 import pytest
 from test_lossless import LINES, cold, engines  # noqa: F401 - engines is a fixture
 
-from engine import prompts
+from engine.client import prompts
 from engine.decoding.cached_model import common_prefix_length
 from engine.prefix_cache import PrefixCache
-from engine.protocol import METHODS, DecodingOptions, Region
-from engine.session import EditStep, EngineError, Result
+from engine.client.protocol import METHODS, DecodingOptions, Region
+from engine.local_engine import EditStep, EngineError, Result
 
 TEXT = "\n".join(LINES * 4) + "\n"
 OTHER = "other = 2\n" * 12

@@ -1,8 +1,9 @@
 """Experiment: does a follow-up turn ("you returned it unchanged; make the change") cut no-ops?"""
 import json, sys, time
-from engine import prompts, quality
+from engine import quality
+from engine.client import prompts
 from engine.completion import Completion
-from engine.session import Engine
+from engine.local_engine import Engine
 from engine.bench import load_items
 
 NUDGES = {

@@ -1,11 +1,12 @@
 """Experiment 3: plan-first on whole dev-set samples (quality + time)."""
 import json, sys, time
 from pathlib import Path
-from engine import prompts, quality
+from engine import quality
+from engine.client import prompts
 from engine.bench import load_items
 from engine.completion import Completion
-from engine.session import Engine
-from engine.remote import ReplyReader
+from engine.local_engine import Engine
+from engine.client.remote import ReplyReader
 
 EXTRA = "\n\nFirst say in one sentence which lines you will change and how; then reply with the whole edited file."
 engine = Engine.load()

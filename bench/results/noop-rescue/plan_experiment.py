@@ -1,10 +1,11 @@
 """Experiment 2: on the no-op items, does asking the model to say first what it will change cut no-ops?"""
 import json, sys, time, difflib
 from pathlib import Path
-from engine import prompts, quality
+from engine import quality
+from engine.client import prompts
 from engine.completion import Completion
-from engine.session import Engine
-from engine.remote import ReplyReader
+from engine.local_engine import Engine
+from engine.client.remote import ReplyReader
 
 rows = [json.loads(l) for l in open(sys.argv[1])]
 ids = {r["id"] for r in rows if r["unchanged"]} | {"psf/requests@5a69137ac8:requests/auth.py", "psf/requests@845e8f943f:requests/auth.py"}

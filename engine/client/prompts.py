@@ -12,7 +12,7 @@ A second attempt after an unchanged reply (``plan_first``) asks the model to say
 in one sentence, what it will change: the reply then opens its own fence, and
 ``ReplyReader`` takes the file from inside it (as from a remote server's reply).
 An apply pass after a partial reply that cannot be merged by name (``sketch``,
-engine/merge.py) shows that reply after the instruction and asks for the whole file
+engine/client/merge.py) shows that reply after the instruction and asks for the whole file
 with it applied; the file stays the lookup source, as for every whole-file edit.
 """
 

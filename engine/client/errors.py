@@ -1,7 +1,7 @@
 """The error every engine client raises when its engine cannot be reached.
 
-Apart from engine/client.py because both clients raise it (the daemon's, and the
-OpenAI-compatible server's in engine/remote.py), and client.py's factory imports
+Apart from engine/client/daemon_client.py because both clients raise it (the daemon's, and the
+OpenAI-compatible server's in engine/client/remote.py), and client.py's factory imports
 the remote client: one shared leaf keeps the import graph acyclic.
 """
 

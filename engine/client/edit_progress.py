@@ -6,7 +6,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from engine.protocol import Stats
+from engine.client.protocol import Stats
 
 
 def describe(stats: Stats) -> str:

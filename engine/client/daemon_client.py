@@ -1,7 +1,7 @@
 """Client of the engine daemon: connect, auto-spawn, reconnect, stream jobs.
 
 The language server and `blazedit edit|engine status|engine stop` use it. It lives
-next to the protocol and, like it, never pulls in torch: it speaks engine.protocol
+next to the protocol and, like it, never pulls in torch: it speaks engine.client.protocol
 over a socket and starts the daemon as a separate process (``python -m engine.cli
 engine serve``). One connection carries many jobs; a reader task routes each reply
 to its job's queue.
@@ -9,7 +9,7 @@ to its job's queue.
 Addresses: ``auto`` (the per-user default socket; spawn a detached daemon there
 if none answers), ``embedded`` (a private daemon on a private socket that exits
 with this process), a socket path, or ``tcp://HOST:PORT``. ``engine_client()``
-also takes ``openai:URL``, an OpenAI-compatible server (engine/remote.py).
+also takes ``openai:URL``, an OpenAI-compatible server (engine/client/remote.py).
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import AsyncIterator
 
 import engine
-from engine import protocol
-from engine.address import (EXIT_ALREADY_RUNNING, TOKEN_ENV, Address, AddressError, default_address, is_openai,
+from engine.client import protocol
+from engine.client.address import (EXIT_ALREADY_RUNNING, TOKEN_ENV, Address, AddressError, default_address, is_openai,
                             lock_owner, parse_address, runtime_dir)
-from engine.errors import EngineUnavailable  # noqa: F401 - re-exported: callers import it from here
+from engine.client.errors import EngineUnavailable  # noqa: F401 - re-exported: callers import it from here
 
 log = logging.getLogger(__name__)
 
@@ -365,11 +365,11 @@ class EngineClient:
 
 
 def engine_client(address: str = "auto", *, engine_model: str | None = None, **daemon):
-    """The client for ``address``: an OpenAI-compatible server's (engine/remote.py's
+    """The client for ``address``: an OpenAI-compatible server's (engine/client/remote.py's
     RemoteEngineClient, same surface) for ``openai:URL``, serving ``engine_model``;
     else the daemon's, with ``daemon``'s options (which a remote server ignores)."""
     if is_openai(address):
-        from engine.remote import RemoteEngineClient
+        from engine.client.remote import RemoteEngineClient
 
         return RemoteEngineClient(address, model=engine_model, client_name=daemon.get("client_name", "blazedit-lsp"))
     return EngineClient(address, **daemon)

@@ -3,11 +3,11 @@
 ``RemoteEngineClient`` has EngineClient's surface (connect, edit, cancel, status,
 close) and its ``edit()`` yields the daemon's messages (Started, Progress, then one
 Done or Error), so the language server and ``blazedit edit`` use it unchanged;
-engine/client.py's ``engine_client`` returns it for an ``openai:URL`` address. No
+engine/client/daemon_client.py's ``engine_client`` returns it for an ``openai:URL`` address. No
 torch here: the language server imports it. The `openai` SDK speaks the API (SSE
 parsing, typed HTTP errors, timeouts, retries with backoff that honours Retry-After).
 
-The prompt is engine/prompts.py's ``build()``: the same messages as the local engine
+The prompt is engine/client/prompts.py's ``build()``: the same messages as the local engine
 (a region's too), file before instruction, so a server's prefix caching reuses
 "system + file". The reply expected of the model (the file in its fence) goes as
 ``prediction`` (OpenAI's Predicted Outputs; `blazedit engine serve --openai` copies
@@ -38,12 +38,12 @@ import msgspec
 import openai
 
 import engine
-from engine import protocol
-from engine.address import API_KEY_ENVS, OPENAI_PREFIX, AddressError, parse_openai, read_api_key
-from engine.errors import EngineUnavailable
-from engine.merge import Sketch, partial_edit
-from engine.prompts import EditPrompt, ReplyReader, ask_again, build, region_problem
-from engine.throttle import Throttle
+from engine.client import protocol
+from engine.client.address import API_KEY_ENVS, OPENAI_PREFIX, AddressError, parse_openai, read_api_key
+from engine.client.errors import EngineUnavailable
+from engine.client.merge import Sketch, partial_edit
+from engine.client.prompts import EditPrompt, ReplyReader, ask_again, build, region_problem
+from engine.client.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,7 @@ class RemoteJob:
         may stop at it and leave this generator unfinished). A file that comes back
         unchanged is asked for once more, plan first, and a reply that is part of the file
         is merged into it or, where that is ambiguous, written into it by an apply pass,
-        as the local engine does (engine/merge.py)."""
+        as the local engine does (engine/client/merge.py)."""
         applying = False
         while True:
             async for message in self._messages():
@@ -252,7 +252,7 @@ class RemoteJob:
         return True
 
     def _merge(self, message: protocol.Done) -> Sketch | None:
-        """Merge a reply that is part of the file into ``message`` (engine/merge.py); the
+        """Merge a reply that is part of the file into ``message`` (engine/client/merge.py); the
         sketch, whose ``text`` is None where only an apply pass can write the file."""
         edit = self.edit
         sketch = partial_edit(edit.text, edit.instruction, self.span, message.finish_reason, message.text,

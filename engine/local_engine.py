@@ -17,7 +17,9 @@ from typing import Callable, Generator, Iterator
 import msgspec
 import torch
 
-from engine import calibration, merge, models, prompts
+from engine import calibration, models
+
+from engine.client import merge, prompts
 from engine.catalogue import DEFAULT_DRAFT, DEFAULT_TARGET
 from engine.completion import Completion, PredictionUsage, prediction_usage, render, safe_length
 from engine.decoding import strategies
@@ -25,7 +27,7 @@ from engine.decoding.cached_model import CachedModel, common_prefix_length
 from engine.decoding.cost import ForwardCost
 from engine.decoding.loop import DecodeStep, Detokenizer, StopRule, generate, stop_string_at
 from engine.prefix_cache import MIN_REUSE_TOKENS, PrefixCache
-from engine.protocol import DecodingOptions, ErrorCode, FinishReason, ModelInfo, Partial, Region, Stats
+from engine.client.protocol import DecodingOptions, ErrorCode, FinishReason, ModelInfo, Partial, Region, Stats
 from engine.runtimes.base import open_runtime
 
 log = logging.getLogger(__name__)
@@ -196,7 +198,7 @@ class Engine:
         ``retry_unchanged``: a whole file that comes back unchanged is asked for once
         more, with the model saying first what it will change (prompts.PLAN_FIRST); the
         second attempt's EditSteps have ``attempt`` 2 and stream the file from its start.
-        A reply that is part of the file (engine/merge.py) is merged into it by item; where
+        A reply that is part of the file (engine/client/merge.py) is merged into it by item; where
         that is ambiguous and ``retry_unchanged`` holds, an apply pass (one more attempt)
         writes the whole file from it.
 
@@ -399,7 +401,7 @@ class Engine:
 
 def _merged(result: Result, text: str, instruction: str, span: tuple[int, int] | None,
             language: str | None) -> merge.Sketch | None:
-    """Merge a reply that is part of the file into ``result`` (engine/merge.py); the sketch,
+    """Merge a reply that is part of the file into ``result`` (engine/client/merge.py); the sketch,
     whose ``text`` is None where only an apply pass can write the file."""
     sketch = merge.partial_edit(text, instruction, span, result.finish_reason, result.text, language)
     if sketch is not None and sketch.text is not None:

@@ -157,7 +157,7 @@ class Bench:
 
     def _baseline_setup(self, engine: Engine, item: dict):
         prompt = prompts.build(item["before"], item["instruction"], item["path"])
-        ids, _ = engine.encode(prompt)
+        ids = engine.encode(prompt).ids
         file_tokens = len(engine.tokenizer(item["before"], add_special_tokens=False)["input_ids"])
         return prompt, ids, StopRule(engine.eos, prompt.fence, max_new_tokens_for(file_tokens))
 

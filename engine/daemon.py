@@ -89,7 +89,8 @@ def serve(options: ServeOptions) -> int:
     try:
         _log_to(options.log_file)  # only once the lock is ours: the log belongs to the live daemon
         print(f"blazedit engine: log file {options.log_file}", file=sys.stderr, flush=True)
-        from engine.local_engine import Engine, EngineError  # torch: only once we know we will serve
+        from engine.client.errors import JobError
+        from engine.local_engine import Engine  # torch: only once we know we will serve
 
         log.info("pid %d loading %s (draft %s) for %s", os.getpid(), options.model, options.draft, options.address)
         started = time.monotonic()
@@ -97,7 +98,7 @@ def serve(options: ServeOptions) -> int:
             engine = Engine.load(options.model, options.draft, runtime=options.runtime,
                                  draft_runtime=options.draft_runtime, device=options.device, dtype=options.dtype,
                                  threads=options.threads, exact=options.exact)
-        except EngineError as exc:
+        except JobError as exc:
             log.error("cannot load the models: %s", exc.message)
             print(f"blazedit engine: cannot load the models: {exc.message}", file=sys.stderr)
             return EXIT_FAILED

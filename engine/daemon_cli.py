@@ -23,7 +23,8 @@ from engine.client import protocol
 from engine.client.address import (AddressError, default_address, lock_owner, parse_address, parse_http, parse_tcp,
                             read_token)
 from engine.cli_base import CliError, add_model_arguments, draft_spec, require_engine, require_openai
-from engine.client.daemon_client import EngineUnavailable, engine_client
+from engine.client.connect import engine_client
+from engine.client.errors import EngineUnavailable
 
 ENGINE_HELP = ("auto: a running daemon on the default socket if it serves --model, else in this process; "
                "embedded: in this process; a daemon's ADDRESS (socket path or tcp://HOST:PORT); or "
@@ -143,8 +144,10 @@ def _client(args: argparse.Namespace, address: str | None):
 
 
 def run_status(args: argparse.Namespace) -> int:
+    client = _client(args, args.address)
+
     async def ask() -> protocol.StatusReply:
-        async with _client(args, args.address) as client:
+        async with client:
             return await asyncio.wait_for(client.status(), args.timeout)
 
     try:
@@ -154,16 +157,17 @@ def run_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(msgspec.to_builtins(reply)))
         return 0
-    for line in describe_status(reply):
+    for line in describe_status(reply, client.manages):
         print(line)
     return 0
 
 
-def describe_status(s: protocol.StatusReply) -> list[str]:
+def describe_status(s: protocol.StatusReply, manages: bool) -> list[str]:
+    """``manages``: whether blazedit runs this engine (else it has no pid, caches or log to show)."""
     def model(m: protocol.ModelInfo | None) -> str:
         return f"{m.spec} ({m.runtime}, {m.device}, {m.dtype}, {m.context_tokens} tokens context)" if m else "none"
 
-    if s.target.runtime == "openai":  # engine/client/remote.py: a server blazedit does not run
+    if not manages:
         return [f"OpenAI-compatible server {s.address}: answers, serves {s.target.spec}"]
     running = [j for j in s.jobs if j.state == "running"]
     lines = [

@@ -31,7 +31,8 @@ from typing import Callable, Iterator, Literal
 
 from engine.client import prompts, protocol
 from engine.completion import Completion
-from engine.local_engine import CompletionResult, CompletionStep, Engine, EngineError, Result
+from engine.client.errors import JobError
+from engine.local_engine import CompletionResult, CompletionStep, Engine, Result
 from engine.client.throttle import Throttle
 
 log = logging.getLogger(__name__)
@@ -318,7 +319,7 @@ class Service:
         """Where engine failures become the job's Error."""
         try:
             yield
-        except EngineError as exc:
+        except JobError as exc:
             log.info("job %s refused: %s (%s)", job.edit.job_id, exc.code, exc.message)
             post(protocol.Error(code=exc.code, message=exc.message, job_id=job.edit.job_id))
         except Exception as exc:  # noqa: BLE001 - the worker must survive any engine failure

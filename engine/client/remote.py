@@ -1,9 +1,9 @@
 """Edits streamed from an OpenAI-compatible serving engine (vLLM, SGLang, llama.cpp's server).
 
-``RemoteEngineClient`` has EngineClient's surface (connect, edit, cancel, status,
-close) and its ``edit()`` yields the daemon's messages (Started, Progress, then one
-Done or Error), so the language server and ``blazedit edit`` use it unchanged;
-engine/client/daemon_client.py's ``engine_client`` returns it for an ``openai:URL`` address. No
+``RemoteEngineClient`` is an ``EngineBackend`` (engine/client/backend.py): its
+``edit()`` yields the daemon's messages (Started, Progress, then one Done or Error),
+so the language server and ``blazedit edit`` use it unchanged; engine/client/connect.py's
+``engine_client`` returns it for an ``openai:URL`` address. No
 torch here: the language server imports it. The `openai` SDK speaks the API (SSE
 parsing, typed HTTP errors, timeouts, retries with backoff that honours Retry-After).
 
@@ -40,6 +40,7 @@ import openai
 import engine
 from engine.client import protocol
 from engine.client.address import API_KEY_ENVS, OPENAI_PREFIX, AddressError, parse_openai, read_api_key
+from engine.client.backend import EngineBackend
 from engine.client.errors import EngineUnavailable
 from engine.client.merge import Sketch, partial_edit
 from engine.client.prompts import EditPrompt, ReplyReader, ask_again, build, region_problem
@@ -64,8 +65,11 @@ is neither greedy decoding nor good for a file that is mostly copied; vLLM and
 SGLang ignore the field (vLLM logs that it did)."""
 
 
-class RemoteEngineClient:
-    """``async for msg in client.edit(protocol.Edit(...))`` against ``openai:URL``."""
+class RemoteEngineClient(EngineBackend):
+    """The ``EngineBackend`` of an ``openai:URL`` server."""
+
+    warms = False  # the API cannot prefill without generating; such servers cache prefixes of their own
+    manages = False  # a server blazedit does not run
 
     def __init__(self, address: str, *, model: str | None = None, api_key: str | None = None,
                  connect_timeout: float = CONNECT_TIMEOUT, read_timeout: float = READ_TIMEOUT,
@@ -145,13 +149,6 @@ class RemoteEngineClient:
         for job in list(self._jobs.values()):
             job.cancel()
         await self._sdk.close()
-
-    async def __aenter__(self) -> "RemoteEngineClient":
-        await self.connect()
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.close()
 
     # ------------------------------------------------------------ internals
 

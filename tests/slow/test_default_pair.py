@@ -83,7 +83,7 @@ def test_every_divergence_from_regular_is_a_near_tie(engine, outputs, capsys):
     eos = engine.tokenizer.eos_token_id
     report, identical, compared = [], 0, 0
     for item in ITEMS:
-        prompt, _ = engine.encode(prompts.build(item["before"], item["instruction"], item["path"]))
+        prompt = engine.encode(prompts.build(item["before"], item["instruction"], item["path"])).ids
         regular = outputs[item["id"], "regular"].tokens
         for method in METHODS[1:]:
             compared += 1

@@ -23,7 +23,7 @@ from pytest_lsp import ClientServerConfig, LanguageClient
 from pytest_lsp.client import captured_exception_key
 
 from blazedit_lsp.actions import KIND
-from blazedit_lsp.editing import ASKING_AGAIN
+from blazedit_lsp.edit_policy import ASKING_AGAIN
 from engine.client import protocol
 from engine.client.merge import describe
 from engine.client.guard import UNCHANGED

@@ -22,7 +22,8 @@ from starlette.routing import Route  # noqa: E402
 
 from engine.client import protocol  # noqa: E402
 from engine.client.address import AddressError, parse_openai  # noqa: E402
-from engine.client.daemon_client import EngineClient, engine_client  # noqa: E402
+from engine.client.connect import engine_client  # noqa: E402
+from engine.client.daemon_client import EngineClient  # noqa: E402
 from engine.client.errors import EngineUnavailable  # noqa: E402
 from engine.client.prompts import build  # noqa: E402
 from engine.client.remote import RemoteEngineClient  # noqa: E402

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from engine import models
 
-from engine.client import prompts
 from engine.catalogue import DEFAULT_TARGET
+from engine.client import prompts
 
 BENCH = Path(__file__).parent
 RUNS = {"requests-spread8-llama": "edits-requests.jsonl", "humanevalfix-quick-llama": "edits-humanevalfix.jsonl",

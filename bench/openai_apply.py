@@ -38,8 +38,8 @@ from pathlib import Path
 
 import openai
 
-from engine.client import prompts, protocol
 from engine.bench import by_size, evenly
+from engine.client import prompts, protocol
 from engine.client.daemon_client import EngineClient
 
 RUNS = ("native", "openai+prediction", "openai", "greedy")

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from engine import quality
 
-from engine.client import prompts
 from engine.bench import load_items
+from engine.client import prompts
 from engine.local_engine import Engine
 
 _build = prompts.build

@@ -20,16 +20,16 @@ import argparse
 import json
 from pathlib import Path
 
+from engine.client.protocol import DecodingOptions
 from engine.decoding.cached_model import common_prefix_length
 from engine.decoding.cost import ForwardCost
 from engine.decoding.lookup import EncodedPrompt, NgramIndex
 from engine.decoding.strategies import PromptLookup
-from engine.client.protocol import DecodingOptions
 
 
 def record(args):
-    from engine.client import prompts
     from engine.bench import load_items
+    from engine.client import prompts
     from engine.local_engine import Engine
 
     engine = Engine.load(runtime=args.runtime, threads=args.threads)

@@ -12,11 +12,11 @@ import tempfile
 from pathlib import Path
 
 from engine.cli_base import CliError, add_model_arguments, draft_spec, require_engine
-from engine.daemon_cli import add_engine_commands, add_engine_option, edit_via_daemon
 from engine.client.guard import SECOND_ATTEMPT, UNCHANGED, Removal, removed_definitions
 from engine.client.merge import describe
 from engine.client.prompts import line_region
 from engine.client.protocol import METHODS, DecodingOptions, Region
+from engine.daemon_cli import add_engine_commands, add_engine_option, edit_via_daemon
 
 log = logging.getLogger("blazedit")
 

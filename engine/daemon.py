@@ -26,8 +26,8 @@ from pathlib import Path
 
 import msgspec
 
-from engine.client import protocol
 from engine import version as package_version
+from engine.client import protocol
 from engine.client.address import EXIT_ALREADY_RUNNING, Address, AddressError, PidLock, lock_owner, token_matches
 
 log = logging.getLogger(__name__)

@@ -19,10 +19,11 @@ import torch
 
 from engine import calibration, models
 
+from engine.catalogue import DEFAULT_DRAFT, DEFAULT_TARGET
 from engine.client import prompts
 from engine.client.attempts import Attempt, EditAttempts
 from engine.client.errors import JobError
-from engine.catalogue import DEFAULT_DRAFT, DEFAULT_TARGET
+from engine.client.protocol import DecodingOptions, FinishReason, ModelInfo, Partial, Region, Stats
 from engine.completion import Completion, PredictionUsage, prediction_usage, render, safe_length
 from engine.decoding import strategies
 from engine.decoding.cached_model import CachedModel, common_prefix_length
@@ -30,7 +31,6 @@ from engine.decoding.cost import ForwardCost
 from engine.decoding.lookup import EncodedPrompt
 from engine.decoding.loop import DecodeStep, Detokenizer, StopRule, generate, stop_string_at
 from engine.prefix_cache import MIN_REUSE_TOKENS, PrefixCache
-from engine.client.protocol import DecodingOptions, FinishReason, ModelInfo, Partial, Region, Stats
 from engine.runtimes.base import open_runtime
 
 log = logging.getLogger(__name__)

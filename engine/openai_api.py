@@ -38,8 +38,8 @@ from engine.openai_schema import (AssistantMessage, ChatChoice, ChatChunk, ChatC
                                   CompletionRequest, CompletionTokensDetails, Delta, ErrorBody, ErrorResponse, Model,
                                   ModelList, PromptTokensDetails, TextChoice, TextCompletion, Usage, text_of,
                                   unsupported)
-from engine.service import Service
 from engine.local_engine import CompletionResult, CompletionStep
+from engine.service import Service
 
 log = logging.getLogger(__name__)
 

@@ -2,8 +2,8 @@
 import json, sys, time
 from pathlib import Path
 from engine import quality
-from engine.client import prompts
 from engine.bench import load_items
+from engine.client import prompts
 from engine.completion import Completion
 from engine.local_engine import Engine
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Callable, NamedTuple, Protocol, Sequence, get_args
 
 from engine.client import protocol
+from engine.client.protocol import DecodingOptions
 from engine.decoding.cached_model import CachedModel, common_prefix_length, verify
 from engine.decoding.cost import Acceptance, ForwardCost
 from engine.decoding.lookup import EncodedPrompt, NgramIndex
-from engine.client.protocol import DecodingOptions
 
 
 class Strategy(Protocol):

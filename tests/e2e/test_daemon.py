@@ -14,8 +14,8 @@ import time
 import pytest
 from daemon_harness import TIMEOUT, DaemonProcess, RawConnection, Reference, check_job_stream
 
-from engine.client.daemon_client import EngineClient
 from engine.client import protocol
+from engine.client.daemon_client import EngineClient
 
 pytestmark = pytest.mark.timeout(120)
 

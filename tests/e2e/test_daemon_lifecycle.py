@@ -20,9 +20,9 @@ import pytest
 from daemon_harness import (TIMEOUT, DaemonProcess, RawConnection, check_job_stream, free_port, serve_command,
                             short_dir)
 
-from engine.client.daemon_client import EngineClient, EngineUnavailable
 from engine.client import protocol
 from engine.client.address import lock_owner
+from engine.client.daemon_client import EngineClient, EngineUnavailable
 
 pytestmark = pytest.mark.timeout(120)
 

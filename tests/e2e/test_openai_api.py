@@ -19,15 +19,15 @@ httpx = pytest.importorskip("httpx")
 
 from engine.client import prompts  # noqa: E402
 from engine.client.address import TOKEN_ENV, Address, AddressError, parse_http  # noqa: E402
+from engine.client.prompts import ReplyReader  # noqa: E402
+from engine.client.protocol import DecodingOptions, Done, Edit, Progress, Started  # noqa: E402
+from engine.client.remote import RemoteEngineClient  # noqa: E402
 from engine.completion import Completion, prediction_usage  # noqa: E402
 from engine.daemon import ServeOptions  # noqa: E402
 from engine.decoding.cost import ForwardCost  # noqa: E402
-from engine.openai_api import Settings, bind, serve  # noqa: E402
-from engine.client.protocol import DecodingOptions, Done, Edit, Progress, Started  # noqa: E402
-from engine.client.prompts import ReplyReader  # noqa: E402
-from engine.client.remote import RemoteEngineClient  # noqa: E402
-from engine.service import Service  # noqa: E402
 from engine.local_engine import CompletionResult, Engine  # noqa: E402
+from engine.openai_api import Settings, bind, serve  # noqa: E402
+from engine.service import Service  # noqa: E402
 from tests.e2e.daemon_harness import TIMEOUT, DaemonProcess, free_port  # noqa: E402
 
 TOKEN = "s3cret-token"

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from engine.client import prompts
-from engine.decoding import divergence
 from engine.client.protocol import METHODS
+from engine.decoding import divergence
 from engine.local_engine import Engine
 
 ROOT = Path(__file__).resolve().parents[2]

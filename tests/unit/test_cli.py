@@ -9,8 +9,8 @@ import pytest
 
 from engine import cli
 
-from engine.client import protocol
 from engine.cli import main
+from engine.client import protocol
 from engine.client.guard import SECOND_ATTEMPT, UNCHANGED
 
 TINY = ["--model", "tiny-random", "--max-new-tokens", "40"]

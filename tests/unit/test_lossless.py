@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from engine import models
 
 from engine.client import prompts
+from engine.client.protocol import METHODS, DecodingOptions
+from engine.completion import Completion
 from engine.decoding.cached_model import common_prefix_length
 from engine.decoding.cost import ForwardCost
-from engine.completion import Completion
-from engine.client.protocol import METHODS, DecodingOptions
 from engine.local_engine import Engine, Result
 
 # Free: target passes cost the same whatever their length and draft steps nothing, so every

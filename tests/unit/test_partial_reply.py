@@ -7,8 +7,8 @@ import pytest
 from engine import models
 
 from engine.client import merge, prompts
-from engine.decoding.cost import ForwardCost
 from engine.client.protocol import METHODS, DecodingOptions, Partial
+from engine.decoding.cost import ForwardCost
 from engine.local_engine import Engine, Result
 from tests.unit.test_retry_unchanged import EOS, PLAN, TOK, ChatScriptedRuntime, fenced
 

@@ -8,8 +8,8 @@ import pytest
 from engine import models
 
 from engine.client import prompts
-from engine.decoding.cost import ForwardCost
 from engine.client.protocol import Region
+from engine.decoding.cost import ForwardCost
 from engine.local_engine import Engine, EditStep, Result
 
 TOK = models.byte_tokenizer()

@@ -7,11 +7,11 @@ import pytest
 from test_lossless import LINES, cold, engines  # noqa: F401 - engines is a fixture
 
 from engine.client import prompts
-from engine.decoding.cached_model import common_prefix_length
-from engine.prefix_cache import PrefixCache
-from engine.client.protocol import METHODS, DecodingOptions, Region
 from engine.client.errors import JobError
+from engine.client.protocol import METHODS, DecodingOptions, Region
+from engine.decoding.cached_model import common_prefix_length
 from engine.local_engine import EditStep, Result
+from engine.prefix_cache import PrefixCache
 
 TEXT = "\n".join(LINES * 4) + "\n"
 OTHER = "other = 2\n" * 12

@@ -225,16 +225,18 @@ class RemoteJob:
             return
         attempt = attempts.first
         while attempt is not None:
-            async for item in self._read(attempt, stream):
-                if isinstance(item, (Reply, protocol.Error)):
-                    break
-                yield item
+            async for item in self._read(attempt, stream):  # ends with the attempt's Reply or an Error
+                if not isinstance(item, (Reply, protocol.Error)):
+                    yield item
             await self.stop()
             if isinstance(item, protocol.Error):
                 yield item
                 return
             attempt = attempts.next(item)
-        yield stream.done(attempts.final)
+        done = stream.done(attempts.final)
+        for message in self._drained():  # what the Done flushed
+            yield message
+        yield done
 
     async def _read(self, attempt: Attempt, stream: JobStream) -> AsyncIterator[protocol.Message | Reply]:
         """One attempt: its messages as ``stream`` shapes them, then its Reply, or an Error."""

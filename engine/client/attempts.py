@@ -117,8 +117,10 @@ def tokens_per_second(stats: protocol.Stats) -> float:
 
 
 class JobStream:
-    """A job's Started (once), then its file text as Progress, at most one per ``interval``
-    (engine/client/throttle.py); a new attempt says so at once with an empty Progress."""
+    """A job's Started (once), then Progress at most once per ``interval``
+    (engine/client/throttle.py) with the file text settled since the last, and the rate
+    even while none settles (a reply's plan sentence, a fence not opened yet); a new
+    attempt says so at once with an empty Progress."""
 
     def __init__(self, job_id: str, post: Callable[[protocol.Message], None], interval: float,
                  queue_position: int = 0):
@@ -144,12 +146,15 @@ class JobStream:
         if text:
             self.pending.append(text)
         self.stats, self.chars = stats, chars
-        if self.pending and self.throttle.ready():
-            self.flush()
+        if self.throttle.ready():  # even with no new file text: the rate shows that tokens come
+            self._report()
 
     def flush(self) -> None:
-        if not self.pending or self.stats is None:
-            return
+        """Report the file text not reported yet, if any."""
+        if self.pending and self.stats is not None:
+            self._report()
+
+    def _report(self) -> None:
         text = "".join(self.pending)
         self.pending.clear()
         self.post(protocol.Progress(job_id=self.job_id, text=text, chars=self.chars,

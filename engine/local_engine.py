@@ -225,6 +225,7 @@ class Engine:
                 max_new = min(max_new + PLAN_TOKENS, room)
             elif attempt.kind == "apply_pass":
                 max_new = options.max_new_tokens or min(max_new_tokens_for(file_tokens), room)
+            # a second attempt needs the least room an edit accepts; an apply pass, all of its own
             fits = max_new >= needed if attempt.kind == "plan_first" else max_new <= room
             outcome = (yield from self._attempt(attempt, encoded, max_new, method, options, should_stop)) \
                 if fits else None

@@ -118,14 +118,15 @@ def tokens_per_second(stats: protocol.Stats) -> float:
 
 class JobStream:
     """A job's Started (once), then Progress at most once per ``interval``
-    (engine/client/throttle.py) with the file text settled since the last, and the rate
-    even while none settles (a reply's plan sentence, a fence not opened yet); a new
-    attempt says so at once with an empty Progress."""
+    (engine/client/throttle.py) with the file text settled since the last; a new attempt
+    says so at once with an empty Progress. ``rate_alone``: report the rate even while no
+    file text settles, for a backend whose model opens the fence itself (a remote server:
+    a sentence or a plan may come first), so the user sees tokens come."""
 
     def __init__(self, job_id: str, post: Callable[[protocol.Message], None], interval: float,
-                 queue_position: int = 0):
+                 queue_position: int = 0, rate_alone: bool = False):
         self.job_id, self.post, self.throttle = job_id, post, Throttle(interval)
-        self.queue_position = queue_position
+        self.queue_position, self.rate_alone = queue_position, rate_alone
         self.started = False
         self.pending: list[str] = []
         self.stats: protocol.Stats | None = None
@@ -146,7 +147,7 @@ class JobStream:
         if text:
             self.pending.append(text)
         self.stats, self.chars = stats, chars
-        if self.throttle.ready():  # even with no new file text: the rate shows that tokens come
+        if (self.pending or self.rate_alone) and self.throttle.ready():
             self._report()
 
     def flush(self) -> None:

@@ -217,7 +217,7 @@ class RemoteJob:
         """The job's messages, attempt after attempt as engine/client/attempts.py decides;
         each stream is closed before its attempt's outcome is used (a consumer may stop at
         the last message and leave this generator unfinished)."""
-        stream = JobStream(self.edit.job_id, self._outbox.append, PROGRESS_INTERVAL)
+        stream = JobStream(self.edit.job_id, self._outbox.append, PROGRESS_INTERVAL, rate_alone=True)
         try:
             attempts = EditAttempts.of(self.edit)
         except JobError as exc:

@@ -14,8 +14,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from engine import models, prompts
+from engine import models
+
 from engine.catalogue import DEFAULT_TARGET
+from engine.client import prompts
 
 BENCH = Path(__file__).parent
 RUNS = {"requests-spread8-llama": "edits-requests.jsonl", "humanevalfix-quick-llama": "edits-humanevalfix.jsonl",

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from blazedit_lsp.edits import settled
 from engine.bench import by_size, evenly
-from engine.session import Engine, Result
+from engine.local_engine import Engine, Result
 
 
 def timed(engine: Engine, item: dict) -> dict:

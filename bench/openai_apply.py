@@ -38,9 +38,9 @@ from pathlib import Path
 
 import openai
 
-from engine import prompts, protocol
 from engine.bench import by_size, evenly
-from engine.client import EngineClient
+from engine.client import prompts, protocol
+from engine.client.daemon_client import EngineClient
 
 RUNS = ("native", "openai+prediction", "openai", "greedy")
 COPY_HEAVY = 0.9

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from latency import timed  # bench/latency.py: attempts, first token, end, partial
 
-from engine import guard
-from engine.session import Engine
+from engine.client import guard
+from engine.local_engine import Engine
 
 SMOKE_TIMEOUT_S = 30.0
 

@@ -11,8 +11,8 @@ import argparse
 import json
 import time
 
-from engine.protocol import DecodingOptions
-from engine.session import Engine
+from engine.client.protocol import DecodingOptions
+from engine.local_engine import Engine
 
 
 def timed_edit(engine, text, instruction, path, options):

@@ -1,7 +1,7 @@
 """Edit quality under prompt variants, side by side on the same loaded models.
 
 Each variant replaces the system message and/or the text around the instruction
-(engine/prompts.py), then every item is edited once per variant (greedy, `blazedit`, so the
+(engine/client/prompts.py), then every item is edited once per variant (greedy, `blazedit`, so the
 output is the target's own) and judged by engine/quality.py: unchanged (no edit made),
 dropped definitions, parses, and the item's own tests where it has them. With
 ``--retry-unchanged`` an unchanged file is asked for again, plan first, as the product does
@@ -18,9 +18,11 @@ import json
 import time
 from pathlib import Path
 
-from engine import prompts, quality
+from engine import quality
+
 from engine.bench import load_items
-from engine.session import Engine
+from engine.client import prompts
+from engine.local_engine import Engine
 
 _build = prompts.build
 

@@ -1,5 +1,5 @@
 """Time to first token and chars/s of whole-file edits through any OpenAI-compatible
-server (vLLM, SGLang, llama.cpp's server), by the path the editors use: engine/remote.py's
+server (vLLM, SGLang, llama.cpp's server), by the path the editors use: engine/client/remote.py's
 RemoteEngineClient, the same prompt, greedy, streamed. Torch-free: runs on a laptop.
 
     BLAZEDIT_API_KEY=... python bench/remote_latency.py openai:http://gpu-box:8000/v1 \\
@@ -23,9 +23,9 @@ import sys
 import time
 from pathlib import Path
 
-from engine import protocol
-from engine.errors import EngineUnavailable
-from engine.remote import RemoteEngineClient
+from engine.client import protocol
+from engine.client.errors import EngineUnavailable
+from engine.client.remote import RemoteEngineClient
 
 
 def load(path: Path, limit: int | None, spread: int | None) -> list[dict]:

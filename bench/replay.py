@@ -20,22 +20,23 @@ import argparse
 import json
 from pathlib import Path
 
+from engine.client.protocol import DecodingOptions
 from engine.decoding.cached_model import common_prefix_length
 from engine.decoding.cost import ForwardCost
-from engine.decoding.lookup import NgramIndex
+from engine.decoding.lookup import EncodedPrompt, NgramIndex
 from engine.decoding.strategies import PromptLookup
-from engine.protocol import DecodingOptions
 
 
 def record(args):
-    from engine import prompts
     from engine.bench import load_items
-    from engine.session import Engine
+    from engine.client import prompts
+    from engine.local_engine import Engine
 
     engine = Engine.load(runtime=args.runtime, threads=args.threads)
     with open(args.out, "w") as out:
         for item in load_items(Path(args.dataset), None, args.limit, args.spread):
-            ids, copy_end = engine.encode(prompts.build(item["before"], item["instruction"], item["path"]))
+            encoded = engine.encode(prompts.build(item["before"], item["instruction"], item["path"]))
+            ids, copy_end = encoded.ids, encoded.copy_end
             *_, result = engine.edit(item["before"], item["instruction"], path=item["path"], method="blazedit")
             out.write(json.dumps({"id": item["id"], "prompt": ids, "copy_end": copy_end,
                                   "output": result.tokens}) + "\n")
@@ -45,7 +46,7 @@ def record(args):
 def lookup_policy(rec, cost, options):
     """Seconds, passes and wasted tokens of the engine's lookup on one recorded output."""
     out, seq = rec["output"], list(rec["prompt"])
-    strategy = PromptLookup(options, cost, rec["copy_end"])
+    strategy = PromptLookup(options, cost, EncodedPrompt(copy_end=rec["copy_end"]))
     seconds = passes = wasted = 0
     while len(seq) - len(rec["prompt"]) < len(out):
         done = len(seq) - len(rec["prompt"])

@@ -15,7 +15,7 @@ import msgspec
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
-from engine import protocol
+from engine.client import protocol
 
 from . import actions, editing, reviewing
 from .edits import RebaseConflict, line_starts, rebase, split_lines, text_edits
@@ -281,7 +281,7 @@ async def status(ls: Host, args: tuple[Any, ...]) -> dict[str, Any]:
         client = await ls.engine.client(ls.config)
         reply = await client.status()
         result["daemon"] = msgspec.to_builtins(reply)
-        engine = _engine_line(reply)
+        engine = _engine_line(reply, client.manages)
     except UNREACHABLE as e:
         await ls.engine.drop()
         result["error"] = str(e)
@@ -295,8 +295,8 @@ def _job_info(job: LspJob) -> dict[str, Any]:
     return {"jobId": job.id, "uri": job.uri, "instruction": job.instruction, "tokens": job.stats.tokens if job.stats else 0}
 
 
-def _engine_line(reply: Any) -> str:
-    if reply.target.runtime == "openai":  # engine/remote.py: a server blazedit does not run
+def _engine_line(reply: Any, manages: bool) -> str:
+    if not manages:  # a server blazedit does not run: no pid, caches or clients to show
         return f"OpenAI-compatible server {reply.address}, model {reply.target.spec}; {len(reply.jobs)} job(s)"
     target = f"{reply.target.spec} ({reply.target.runtime}, {reply.target.device}, {reply.target.dtype})"
     draft = f", draft {reply.draft.spec}" if reply.draft else ""

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from engine import protocol
+from engine.client import protocol
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class Config(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only
     the user, keep the definition, or apply the edit as it is."""
     retry_unchanged: bool = True
     """A whole file the model returns unchanged is asked for once more, the model
-    saying first what it will change (engine/prompts.py's PLAN_FIRST)."""
+    saying first what it will change (engine/client/prompts.py's PLAN_FIRST)."""
     warm: Literal["onOpen", "off"] = "onOpen"
     """"onOpen": ask the engine to prefill a document's prompt when it is opened
     and after the user pauses typing (blazedit_lsp/warming.py), so its next edit

@@ -1,5 +1,6 @@
 """One AI edit: stream it from the engine, check it, rebase it on what the user
-typed meanwhile, and apply it as one versioned workspace/applyEdit.
+typed meanwhile, and apply it as one versioned workspace/applyEdit. The LSP I/O;
+what to make of a result is blazedit_lsp/edit_policy.py's.
 
 The server never writes files; it only asks the editor to apply edits.
 """
@@ -12,12 +13,15 @@ import logging
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
-from engine import protocol
-from engine.client import EngineClient
-from engine.guard import ASKS_TO_DELETE, UNCHANGED, Removal, keep_removed, language_of, removed_definitions
-from engine.merge import describe
+from engine.client import protocol
+from engine.client.backend import EngineBackend
+from engine.client.errors import JobError
+from engine.client.guard import UNCHANGED, Removal, keep_removed, language_of, removed_definitions
+from engine.client.merge import describe
 
-from .edits import RebaseConflict, rebase, settled, split_lines, text_edits
+from .edit_policy import (APPLY, CANCEL, DISCARD, describe_engine_error, keep_title, needs_confirmation,
+                          new_attempt_message, rebased)
+from .edits import RebaseConflict, rebase, settled, text_edits
 from .engine_link import UNREACHABLE
 from .host import Host
 from .jobs import LspJob
@@ -30,42 +34,6 @@ CANCEL_GRACE_S = 30.0
 before dropping the stream (the engine answers within one forward pass)."""
 APPLY_ATTEMPTS = 3
 """Rebase-and-apply tries when the user keeps typing while the edit lands."""
-MASS_DELETION = 0.5
-"""Results shorter than this share of the input need a confirmation, unless
-the instruction asks for deletion (guard.ASKS_TO_DELETE)."""
-APPLY, DISCARD, CANCEL = "Apply", "Discard", "Cancel"
-
-
-class EngineJobError(Exception):
-    """The engine answered the job with an Error."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-
-
-def describe_engine_error(code: str, message: str) -> str:
-    """A message for the user, saying what to do where we know."""
-    if code == "context_overflow":
-        return f"the document is too large for the model's context ({message}); edit a smaller file"
-    if code == "too_large":
-        return f"the document is too large for the engine ({message})"
-    if code == "model_error":
-        return f"the model failed: {message}"
-    return f"engine error ({code}): {message}"
-
-
-def guard(sent: str, result: str, finish_reason: str, instruction: str) -> str | None:
-    """Why the result needs an explicit confirmation, or None."""
-    if finish_reason == "length":
-        return "the engine stopped at its length limit, so the file may be cut off"
-    if not result.strip() and sent.strip():
-        return "the engine returned an empty file"
-    had, kept = len(sent.strip()), len(result.strip())
-    lines = sum(1 for line in split_lines(sent) if line.strip())
-    if lines >= 3 and kept < MASS_DELETION * had and not ASKS_TO_DELETE.search(instruction):
-        return f"the edit deletes most of the file ({had - kept} of {had} characters)"
-    return None
 
 
 async def run(ls: Host, job: LspJob) -> None:
@@ -87,8 +55,8 @@ async def run(ls: Host, job: LspJob) -> None:
         await ls.engine.drop()
         summary = f"engine not reachable: {e}"
         ls.tell(types.MessageType.Error, summary)
-    except EngineJobError as e:
-        summary = describe_engine_error(e.code, str(e))
+    except JobError as e:
+        summary = describe_engine_error(e.code, e.message)
         ls.tell(types.MessageType.Error, summary)
     except asyncio.CancelledError:
         state, summary = "cancelled", "cancelled (server shutting down)"
@@ -211,7 +179,7 @@ class LiveApply:
         self.progress.message(f"{hunks} hunk{'s' if hunks != 1 else ''} applied")
 
 
-async def _cancel_engine_job(client: EngineClient, job: LspJob, stream: asyncio.Future) -> None:
+async def _cancel_engine_job(client: EngineBackend, job: LspJob, stream: asyncio.Future) -> None:
     """Ask the engine to stop the job and wait (bounded) for its end."""
     try:
         await client.cancel(job.id)
@@ -225,11 +193,7 @@ async def _cancel_engine_job(client: EngineClient, job: LspJob, stream: asyncio.
         log.debug("engine job %s ended with an error after its cancel", job.id, exc_info=True)
 
 
-ASKING_AGAIN = "the model returned the file unchanged: asking again, with the model saying first what it changes"
-APPLY_PASS = "the model replied with part of the file: asking for the whole file with that part applied"
-
-
-async def _consume(client: EngineClient, request: protocol.Edit, job: LspJob, progress: LspProgress,
+async def _consume(client: EngineBackend, request: protocol.Edit, job: LspJob, progress: LspProgress,
                    live: LiveApply | None) -> protocol.Done:
     streamed = ""  # this attempt's text: a prefix of the file while the model copies it unchanged
     async for msg in client.edit(request):
@@ -244,7 +208,7 @@ async def _consume(client: EngineClient, request: protocol.Edit, job: LspJob, pr
             job.stats = msg.stats
             if msg.attempt != job.attempt:  # the engine asks again: the file streams anew
                 job.attempt, job.streamed = msg.attempt, ""
-                progress.message(ASKING_AGAIN if job.sent.startswith(streamed) else APPLY_PASS)
+                progress.message(new_attempt_message(job.sent, streamed))
                 streamed = ""
                 continue
             streamed += msg.text
@@ -255,18 +219,18 @@ async def _consume(client: EngineClient, request: protocol.Edit, job: LspJob, pr
             job.stats = msg.stats
             return msg
         elif isinstance(msg, protocol.Error):
-            raise EngineJobError(msg.code, msg.message)
-    raise EngineJobError("internal", "the engine ended the job without a result")
+            raise JobError(msg.code, msg.message)
+    raise JobError("internal", "the engine ended the job without a result")
 
 
 async def _deliver(ls: Host, job: LspJob, done: protocol.Done) -> tuple[str, str]:
-    result = job.output(done.text)  # in the file's line endings: the engine restores them (engine/prompts.py)
+    result = job.output(done.text)  # in the file's line endings: the engine restores them (engine/client/prompts.py)
     if result == job.sent and not job.hunks_applied:
         ls.tell(types.MessageType.Info, f"Blazedit: {UNCHANGED}")
         return "unchanged", "no changes"
     if done.partial is not None:
         ls.tell(types.MessageType.Info, f"Blazedit: {describe(done.partial)}")
-    if (reason := guard(job.sent, result, done.finish_reason, job.instruction)) is not None:
+    if (reason := needs_confirmation(job.sent, result, done.finish_reason, job.instruction)) is not None:
         if not await _confirm(ls, job, reason):
             return ("cancelled", "cancelled") if job.cancelled.is_set() else ("refused", f"not applied: {reason}")
     doc = ls.open_document(job.uri)
@@ -289,7 +253,7 @@ async def _settle_removals(ls: Host, job: LspJob, result: str, removals: list[Re
     if policy == "keep":
         ls.tell(types.MessageType.Info, f"Blazedit: kept {what}, which the edit removed")
         return kept
-    keep = f"Apply and keep {removals[0].definition}" if len(removals) == 1 else f"Apply and keep all {len(removals)}"
+    keep = keep_title(removals)
     window = ls.client_capabilities.window
     if window is None or window.show_message is None:
         ls.tell(types.MessageType.Warning, f"Blazedit: the edit removes {what}; kept (this editor cannot ask: "
@@ -352,7 +316,7 @@ async def _apply_once(ls: Host, job: LspJob, result: str) -> tuple[str, str] | N
         return "cancelled", f"cancelled ({job.cancel_reason or 'the document was closed'})"
     current, version = doc.source, doc.version
     try:
-        merged = result if current == job.ours else rebase(job.ours, result, current)
+        merged = rebased(job.ours, result, current)
     except RebaseConflict as e:
         message = f"not applied: you changed the lines it edits meanwhile ({e}); run it again"
         ls.tell(types.MessageType.Warning, f"Blazedit: {message}")

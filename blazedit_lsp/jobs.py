@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
-from engine import protocol
+from engine.client import protocol
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import logging
 from lsprotocol import types
 
-from engine import protocol
-from engine.throttle import Throttle
+from engine.client import protocol
+from engine.client.throttle import Throttle
 
 from .host import Host
 from .jobs import LspJob

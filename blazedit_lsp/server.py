@@ -2,8 +2,8 @@
 (actions, commands, editing, jobs, edits, config, warming).
 
 This process never imports torch: the engine runs in a daemon (or, with
-``engine: "embedded"``, in a child process) and is reached through
-engine.client over the msgpack protocol.
+``engine: "embedded"``, in a child process, or on an OpenAI-compatible server) and is
+reached through an ``EngineBackend`` (engine/client/backend.py).
 """
 
 from __future__ import annotations

@@ -17,8 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from engine.address import is_openai
-
 from . import actions
 from .engine_link import UNREACHABLE
 from .host import Host
@@ -72,12 +70,12 @@ class Warmer:
         if (doc is None or config.warm == "off" or ls.jobs.get(uri) is not None
                 or len(doc.source.encode("utf-8", "surrogatepass")) > config.max_file_bytes):
             return
-        if is_openai(config.engine):  # no prefix to warm on a server blazedit does not run; not even a probe
-            return
         if self._failed_key == config.engine_key() and not ls.engine.connected:
             return
         resolved = actions.resolve(doc.source, None, config)  # the text an edit from its instruction comment sends
         try:
+            if not (await ls.engine.backend(config)).warms:  # nothing to prefill there: not even a probe
+                return
             client = await ls.engine.client(config)
             await client.warm(resolved.text if resolved else doc.source, path=doc.path or "",
                               language=doc.language_id, document=uri)

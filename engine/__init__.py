@@ -1,5 +1,5 @@
-"""The engine. Its torch-free modules (protocol, address, catalogue, guard, client, the
-CLI's argument handling) work on the base install; loading models needs the
+"""The engine. Its torch-free side (``engine.client``: what the language server may import)
+and the commands' argument handling work on the base install; loading models needs the
 ``[engine]`` extra, which this package can tell is missing."""
 
 from __future__ import annotations

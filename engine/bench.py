@@ -27,11 +27,13 @@ from typing import Callable
 import msgspec
 import torch
 
-from engine import calibration, prompts, quality
-from engine.protocol import METHODS
+from engine import calibration, quality
+
+from engine.client import prompts
+from engine.client.protocol import METHODS
 from engine.decoding.cost import time_passes
 from engine.decoding.loop import Detokenizer, StopRule, Stopper, closes_file
-from engine.session import Engine, max_new_tokens_for
+from engine.local_engine import Engine, max_new_tokens_for
 
 HF_PLD_GRID = ("hf-pld-10", "hf-pld-20", "hf-pld-40", "hf-pld-80", "hf-pld-40-ngram10")
 HF_METHODS = ("hf-regular", *HF_PLD_GRID, "hf-assisted")
@@ -155,7 +157,7 @@ class Bench:
 
     def _baseline_setup(self, engine: Engine, item: dict):
         prompt = prompts.build(item["before"], item["instruction"], item["path"])
-        ids, _ = engine.encode(prompt)
+        ids = engine.encode(prompt).ids
         file_tokens = len(engine.tokenizer(item["before"], add_special_tokens=False)["input_ids"])
         return prompt, ids, StopRule(engine.eos, prompt.fence, max_new_tokens_for(file_tokens))
 
@@ -399,8 +401,8 @@ def _markdown(data: dict) -> str:
                      f"{s['oracle_ratio']:.2f} |")
     lines += ["", f"Best transformers PLD configuration: `{best_hf_pld}`." if best_hf_pld else "", "",
               "## Edit quality", "", "Unchanged: the output is the input file (no edit made). Drops: outputs that "
-              "removed a definition or top-level statement the instruction does not name (engine/guard.py). Merged: "
-              "the reply was part of the file and was merged into it by item (engine/merge.py; the baselines' "
+              "removed a definition or top-level statement the instruction does not name (engine/client/guard.py). Merged: "
+              "the reply was part of the file and was merged into it by item (engine/client/merge.py; the baselines' "
               "replies are taken as they are). Pass: the item's own tests pass on the output (HumanEvalFix).", "",
               "| method | unchanged | drops | merged | parses | tests pass |", "|---|---|---|---|---|---|",
               *(f"| {method} | {_pct(s['noop_rate'])} | {_pct(s['drop_rate'])} | {_pct(s.get('merged_rate'))} | "

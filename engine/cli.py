@@ -12,11 +12,11 @@ import tempfile
 from pathlib import Path
 
 from engine.cli_base import CliError, add_model_arguments, draft_spec, require_engine
+from engine.client.guard import SECOND_ATTEMPT, UNCHANGED, Removal, removed_definitions
+from engine.client.merge import describe
+from engine.client.prompts import line_region
+from engine.client.protocol import METHODS, DecodingOptions, Region
 from engine.daemon_cli import add_engine_commands, add_engine_option, edit_via_daemon
-from engine.guard import SECOND_ATTEMPT, UNCHANGED, Removal, removed_definitions
-from engine.merge import describe
-from engine.prompts import line_region
-from engine.protocol import METHODS, DecodingOptions, Region
 
 log = logging.getLogger("blazedit")
 
@@ -99,13 +99,14 @@ def parse_lines(value: str) -> tuple[int, int]:
 
 
 def load_engine(args: argparse.Namespace):
-    from engine.session import Engine, EngineError
+    from engine.client.errors import JobError
+    from engine.local_engine import Engine
 
     try:
         return Engine.load(args.model, draft_spec(args), runtime=args.runtime, draft_runtime=args.draft_runtime,
                            device=args.device, dtype=args.dtype, threads=args.threads, exact=args.exact,
                            notify=lambda line: print(f"blazedit: {line}", file=sys.stderr, flush=True))
-    except EngineError as exc:
+    except JobError as exc:
         raise CliError(exc.message) from None
 
 
@@ -139,7 +140,7 @@ def write_atomically(path: Path, text: str) -> None:
 
 
 def run_edit(args: argparse.Namespace) -> int:
-    from engine.edit_progress import EditProgress
+    from engine.client.edit_progress import EditProgress
 
     text = read_source(args.path)
     options = DecodingOptions(max_new_tokens=args.max_new_tokens)
@@ -153,7 +154,8 @@ def run_edit(args: argparse.Namespace) -> int:
     if (done := edit_via_daemon(args, text, options, region)) is not None:
         return report(args, text, spliced(done, text, region))
     require_engine("blazedit edit without a running daemon (--engine ADDRESS)")
-    from engine.session import EngineError, Result
+    from engine.client.errors import JobError
+    from engine.local_engine import Result
 
     try:
         with EditProgress(len(text[region.start:region.end] if region else text), enabled=not args.json) as progress:
@@ -166,7 +168,7 @@ def run_edit(args: argparse.Namespace) -> int:
                     result = event
                 else:
                     progress.update(event.chars, event.stats, event.attempt)
-    except EngineError as exc:
+    except JobError as exc:
         raise CliError(exc.message) from None
     return report(args, text, spliced(result, text, region))
 

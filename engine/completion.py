@@ -14,7 +14,7 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from engine.protocol import DecodingOptions, Method
+from engine.client.protocol import DecodingOptions, Method
 
 
 @dataclass(frozen=True)

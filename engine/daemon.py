@@ -1,7 +1,7 @@
 """The resident engine daemon: loads the models once and serves every editor.
 
 One asyncio server (a Unix socket in the per-user runtime directory, or TCP with a
-token) speaks engine.protocol; engine.service runs the jobs. The connection loop
+token) speaks engine.client.protocol; engine.service runs the jobs. The connection loop
 is the boundary: whatever a peer sends, it gets an ``Error`` or a closed
 connection, and the daemon goes on serving the others.
 
@@ -26,9 +26,9 @@ from pathlib import Path
 
 import msgspec
 
-from engine import protocol
 from engine import version as package_version
-from engine.address import EXIT_ALREADY_RUNNING, Address, AddressError, PidLock, lock_owner, token_matches
+from engine.client import protocol
+from engine.client.address import EXIT_ALREADY_RUNNING, Address, AddressError, PidLock, lock_owner, token_matches
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,8 @@ def serve(options: ServeOptions) -> int:
     try:
         _log_to(options.log_file)  # only once the lock is ours: the log belongs to the live daemon
         print(f"blazedit engine: log file {options.log_file}", file=sys.stderr, flush=True)
-        from engine.session import Engine, EngineError  # torch: only once we know we will serve
+        from engine.client.errors import JobError
+        from engine.local_engine import Engine  # torch: only once we know we will serve
 
         log.info("pid %d loading %s (draft %s) for %s", os.getpid(), options.model, options.draft, options.address)
         started = time.monotonic()
@@ -97,7 +98,7 @@ def serve(options: ServeOptions) -> int:
             engine = Engine.load(options.model, options.draft, runtime=options.runtime,
                                  draft_runtime=options.draft_runtime, device=options.device, dtype=options.dtype,
                                  threads=options.threads, exact=options.exact)
-        except EngineError as exc:
+        except JobError as exc:
             log.error("cannot load the models: %s", exc.message)
             print(f"blazedit engine: cannot load the models: {exc.message}", file=sys.stderr)
             return EXIT_FAILED
@@ -188,7 +189,7 @@ def _peer_name(writer: asyncio.StreamWriter) -> str:
 
 class Daemon:
     def __init__(self, engine, options: ServeOptions):
-        from engine.service import Service  # imports engine.session (torch)
+        from engine.service import Service  # imports engine.local_engine (torch)
 
         self.engine = engine
         self.options = options

@@ -19,11 +19,12 @@ from pathlib import Path
 
 import msgspec
 
-from engine import protocol
-from engine.address import (AddressError, default_address, lock_owner, parse_address, parse_http, parse_tcp,
+from engine.client import protocol
+from engine.client.address import (AddressError, default_address, lock_owner, parse_address, parse_http, parse_tcp,
                             read_token)
 from engine.cli_base import CliError, add_model_arguments, draft_spec, require_engine, require_openai
-from engine.client import EngineUnavailable, engine_client
+from engine.client.connect import engine_client
+from engine.client.errors import EngineUnavailable
 
 ENGINE_HELP = ("auto: a running daemon on the default socket if it serves --model, else in this process; "
                "embedded: in this process; a daemon's ADDRESS (socket path or tcp://HOST:PORT); or "
@@ -110,7 +111,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     import torch
 
     from engine import calibration, models
-    from engine.session import default_draft
+    from engine.local_engine import default_draft
 
     draft = default_draft(args.model) if args.draft == "default" else draft_spec(args)
     threads = args.threads or int(os.environ.get("BLAZEDIT_THREADS", "0")) or torch.get_num_threads()
@@ -143,8 +144,10 @@ def _client(args: argparse.Namespace, address: str | None):
 
 
 def run_status(args: argparse.Namespace) -> int:
+    client = _client(args, args.address)
+
     async def ask() -> protocol.StatusReply:
-        async with _client(args, args.address) as client:
+        async with client:
             return await asyncio.wait_for(client.status(), args.timeout)
 
     try:
@@ -154,16 +157,17 @@ def run_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(msgspec.to_builtins(reply)))
         return 0
-    for line in describe_status(reply):
+    for line in describe_status(reply, client.manages):
         print(line)
     return 0
 
 
-def describe_status(s: protocol.StatusReply) -> list[str]:
+def describe_status(s: protocol.StatusReply, manages: bool) -> list[str]:
+    """``manages``: whether blazedit runs this engine (else it has no pid, caches or log to show)."""
     def model(m: protocol.ModelInfo | None) -> str:
         return f"{m.spec} ({m.runtime}, {m.device}, {m.dtype}, {m.context_tokens} tokens context)" if m else "none"
 
-    if s.target.runtime == "openai":  # engine/remote.py: a server blazedit does not run
+    if not manages:
         return [f"OpenAI-compatible server {s.address}: answers, serves {s.target.spec}"]
     running = [j for j in s.jobs if j.state == "running"]
     lines = [
@@ -233,7 +237,7 @@ def edit_via_daemon(args: argparse.Namespace, text: str, options: protocol.Decod
         if not explicit and (welcome.target.spec != args.model
                              or args.runtime not in ("auto", welcome.target.runtime)):
             return None  # the running daemon serves another model, or on another runtime
-        from engine.edit_progress import EditProgress
+        from engine.client.edit_progress import EditProgress
 
         edit = protocol.Edit(job_id=uuid.uuid4().hex, text=text, instruction=args.instruction,
                              path=str(args.path), document=str(args.path), method=args.method, options=options,

@@ -31,15 +31,15 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from engine import protocol
-from engine.address import Address, AddressError, token_matches
+from engine.client import protocol
+from engine.client.address import Address, AddressError, token_matches
 from engine.completion import Completion
 from engine.openai_schema import (AssistantMessage, ChatChoice, ChatChunk, ChatCompletion, ChatRequest, ChunkChoice,
                                   CompletionRequest, CompletionTokensDetails, Delta, ErrorBody, ErrorResponse, Model,
                                   ModelList, PromptTokensDetails, TextChoice, TextCompletion, Usage, text_of,
                                   unsupported)
+from engine.local_engine import CompletionResult, CompletionStep
 from engine.service import Service
-from engine.session import CompletionResult, CompletionStep
 
 log = logging.getLogger(__name__)
 

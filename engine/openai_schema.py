@@ -32,7 +32,7 @@ class Request(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     user: str | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
-    repeat_penalty: float | None = None  # llama.cpp's; engine/remote.py sends 1.0 (none) to every server
+    repeat_penalty: float | None = None  # llama.cpp's; engine/client/remote.py sends 1.0 (none) to every server
     logit_bias: dict[str, float] | None = None
     store: bool | None = None
     metadata: dict[str, str] | None = None

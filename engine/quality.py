@@ -11,7 +11,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine import guard
+from engine.client import guard
 
 TEST_TIMEOUT_S = 20.0
 

@@ -29,10 +29,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Literal
 
-from engine import prompts, protocol
+from engine.client import prompts, protocol
+from engine.client.attempts import JobStream
+from engine.client.errors import JobError
 from engine.completion import Completion
-from engine.session import CompletionResult, CompletionStep, Engine, EngineError, Result
-from engine.throttle import Throttle
+from engine.local_engine import CompletionResult, CompletionStep, Engine, Result
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +279,7 @@ class Service:
 
     def _edit(self, job: DaemonJob, post: Send) -> None:
         edit = job.edit
-        stream = _Stream(job, post, self.progress_interval)
+        stream = JobStream(edit.job_id, post, self.progress_interval, job.queue_position)
         events = self.engine.edit(edit.text, edit.instruction, path=edit.path, language=edit.language,
                                   method=edit.method, options=edit.options, region=edit.region,
                                   retry_unchanged=edit.retry_unchanged, should_stop=job.stop.is_set)
@@ -287,9 +288,9 @@ class Service:
         with contextlib.closing(events):  # the engine files the prompt's KV cache on close, on this thread
             for event in events:
                 if isinstance(event, Result):
-                    stream.flush()
-                    terminal = self._terminal(job, event)
+                    terminal = self._terminal(job, event, stream)
                     break
+                job.tokens = event.stats.tokens
                 stream.step(event.text, event.chars, event.stats, event.attempt)
         self.cache_usage = self._read_cache_usage()
         post(terminal)
@@ -318,7 +319,7 @@ class Service:
         """Where engine failures become the job's Error."""
         try:
             yield
-        except EngineError as exc:
+        except JobError as exc:
             log.info("job %s refused: %s (%s)", job.edit.job_id, exc.code, exc.message)
             post(protocol.Error(code=exc.code, message=exc.message, job_id=job.edit.job_id))
         except Exception as exc:  # noqa: BLE001 - the worker must survive any engine failure
@@ -339,50 +340,10 @@ class Service:
         log.info("warm of %r %s: %d prompt tokens cached", job.name, "stopped" if stopped else "done", tokens)
         return not stopped
 
-    def _terminal(self, job: DaemonJob, result: Result) -> protocol.Message:
+    def _terminal(self, job: DaemonJob, result: Result, stream: JobStream) -> protocol.Message:
         log.info("job %s %s: %d tokens in %.2fs (%d cached)", job.edit.job_id, result.finish_reason,
                  result.stats.tokens, result.stats.seconds, result.stats.cached_tokens)
         if result.finish_reason == "cancelled":
+            stream.flush()
             return self._stopped_message(job, job.stop_reason, result.text, result.stats)
-        return protocol.Done(job_id=job.edit.job_id, text=result.text, finish_reason=result.finish_reason,
-                             stats=result.stats, attempt=result.attempt, partial=result.partial)
-
-
-class _Stream:
-    """Turns the engine's per-forward-pass steps into Started + throttled Progress."""
-
-    def __init__(self, job: DaemonJob, post: Callable[[protocol.Message], None], interval: float):
-        self.job, self.post, self.throttle = job, post, Throttle(interval)
-        self.started = False
-        self.pending: list[str] = []
-        self.stats: protocol.Stats | None = None
-        self.chars = 0  # file text streamed so far (the engine counts it)
-        self.attempt = 1
-
-    def step(self, text: str, chars: int, stats: protocol.Stats, attempt: int = 1) -> None:
-        self.job.tokens = stats.tokens
-        if attempt != self.attempt:  # what was streamed is void: say so at once
-            self.flush()
-            self.attempt, self.stats, self.chars = attempt, stats, 0
-            self.post(protocol.Progress(job_id=self.job.edit.job_id, text="", chars=0, tokens_per_second=0.0,
-                                        stats=stats, attempt=attempt))
-        if not self.started:
-            self.started = True
-            self.post(protocol.Started(job_id=self.job.edit.job_id, queue_position=self.job.queue_position,
-                                       prompt_tokens=stats.prompt_tokens, cached_tokens=stats.cached_tokens))
-        if text:
-            self.pending.append(text)
-        self.stats, self.chars = stats, chars
-        if self.pending and self.throttle.ready():
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.pending or self.stats is None:
-            return
-        text = "".join(self.pending)
-        self.pending.clear()
-        stats = self.stats
-        decoding = stats.seconds - stats.prefill_seconds
-        self.post(protocol.Progress(job_id=self.job.edit.job_id, text=text, chars=self.chars,
-                                    tokens_per_second=stats.tokens / decoding if decoding > 0 else 0.0,
-                                    stats=stats, attempt=self.attempt))
+        return stream.done(result)

@@ -7,9 +7,24 @@ follow the current suffix's n-gram in the prompt are very likely what comes next
 from __future__ import annotations
 
 from bisect import bisect_left
+from dataclasses import dataclass
 from typing import Sequence
 
 from engine.decoding.cached_model import common_prefix_length
+
+
+@dataclass(frozen=True)
+class EncodedPrompt:
+    """A prompt's tokens and what prompt lookup may copy from them, travelling together
+    from the engine's encoding to the strategies' lookups."""
+
+    ids: Sequence[int] = ()
+    copy_end: int | None = None
+    """Lookups copy nothing from here on: the file's closing fence ends here, and so does the reply."""
+    copy_start: int = 0
+    """Lookups copy nothing before this (a region edit's source is the region's own fence)."""
+    prediction: Sequence[int] = ()
+    """Tokens the reply is expected to copy, a lookup source besides the prompt (OpenAI's Predicted Outputs)."""
 
 
 class NgramIndex:

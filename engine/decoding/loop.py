@@ -11,10 +11,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
+from engine.client.prompts import file_start
+from engine.client.protocol import FinishReason, Stats
 from engine.decoding.cached_model import CachedModel, common_prefix_length, verify
 from engine.decoding.strategies import Strategy
-from engine.prompts import file_start
-from engine.protocol import FinishReason, Stats
 
 
 class Detokenizer:

@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Protocol, Sequence, get_args
 
-from engine import protocol
+from engine.client import protocol
+from engine.client.protocol import DecodingOptions
 from engine.decoding.cached_model import CachedModel, common_prefix_length, verify
 from engine.decoding.cost import Acceptance, ForwardCost
-from engine.decoding.lookup import NgramIndex
-from engine.protocol import DecodingOptions
+from engine.decoding.lookup import EncodedPrompt, NgramIndex
 
 
 class Strategy(Protocol):
@@ -52,9 +52,8 @@ class Lookup:
 
     RESUMING_TOKENS = 64
 
-    def __init__(self, options: DecodingOptions, cost: ForwardCost, copy_end: int | None = None,
-                 copy_start: int = 0, prediction: Sequence[int] = ()):
-        self.index = NgramIndex(options.max_ngram, copy_end, copy_start, prediction)
+    def __init__(self, options: DecodingOptions, cost: ForwardCost, prompt: EncodedPrompt = EncodedPrompt()):
+        self.index = NgramIndex(options.max_ngram, prompt.copy_end, prompt.copy_start, prompt.prediction)
         self.cost = cost
         # Edits come at a roughly steady rate per copied token, one per hundreds: only
         # the whole job's count estimates it (a window of a few passes sees no miss and
@@ -106,9 +105,8 @@ class PromptLookup:
     """Prompt lookup decoding: copy what followed the suffix's n-gram earlier, as many
     tokens as pay under the target's costs (at most ``num_tokens``)."""
 
-    def __init__(self, options: DecodingOptions, cost: ForwardCost, copy_end: int | None = None,
-                 copy_start: int = 0, prediction: Sequence[int] = ()):
-        self.lookup = Lookup(options, cost, copy_end, copy_start, prediction)
+    def __init__(self, options: DecodingOptions, cost: ForwardCost, prompt: EncodedPrompt = EncodedPrompt()):
+        self.lookup = Lookup(options, cost, prompt)
         self.num_tokens = options.num_tokens
 
     def propose(self, seq: Sequence[int], budget: int) -> list[int]:
@@ -168,10 +166,9 @@ class Blazedit:
     no draft pays, the target decodes one token."""
 
     def __init__(self, draft: CachedModel, options: DecodingOptions, eos: set[int],
-                 target_cost: ForwardCost, draft_cost: ForwardCost, copy_end: int | None = None,
-                 copy_start: int = 0, prediction: Sequence[int] = ()):
+                 target_cost: ForwardCost, draft_cost: ForwardCost, prompt: EncodedPrompt = EncodedPrompt()):
         self.draft = draft
-        self.lookup = Lookup(options, target_cost, copy_end, copy_start, prediction)
+        self.lookup = Lookup(options, target_cost, prompt)
         self.micro = Acceptance(prior=0.5)  # the draft model accepting lookups
         self.drafted = Acceptance(prior=0.7)  # the target accepting the draft layer's tokens
         self.target_cost, self.draft_cost = target_cost, draft_cost
@@ -239,9 +236,7 @@ class _Inputs(NamedTuple):
     eos: set[int]
     target_cost: ForwardCost
     draft_cost: ForwardCost | None
-    copy_end: int | None
-    copy_start: int
-    prediction: Sequence[int]
+    prompt: EncodedPrompt
 
 
 @dataclass(frozen=True)
@@ -254,12 +249,12 @@ class DecodingMethod:
 
 METHODS: dict[str, DecodingMethod] = {
     "regular": DecodingMethod(lambda i: Regular(), needs_draft=False),
-    "pld": DecodingMethod(lambda i: PromptLookup(i.options, i.target_cost, i.copy_end, i.copy_start, i.prediction),
+    "pld": DecodingMethod(lambda i: PromptLookup(i.options, i.target_cost, i.prompt),
                           needs_draft=False),
     "assisted": DecodingMethod(lambda i: Assisted(i.draft, i.options, i.eos, i.target_cost, i.draft_cost),
                                needs_draft=True),
     "blazedit": DecodingMethod(lambda i: Blazedit(i.draft, i.options, i.eos, i.target_cost, i.draft_cost,
-                                                  i.copy_end, i.copy_start, i.prediction), needs_draft=True),
+                                                  i.prompt), needs_draft=True),
 }
 assert tuple(METHODS) == get_args(protocol.Method), "the wire's method names (protocol.Method) must match METHODS"
 
@@ -275,13 +270,9 @@ def unavailable(method: str, has_draft: bool) -> str | None:
 
 def make(method: str, options: DecodingOptions, draft: CachedModel | None, eos: set[int],
          target_cost: ForwardCost, draft_cost: ForwardCost | None = None,
-         copy_end: int | None = None, copy_start: int = 0, prediction: Sequence[int] = ()) -> Strategy:
-    """The strategy of ``method`` (check it with ``unavailable`` first). ``copy_end``: the
-    prompt position where the file's closing fence ends; lookups copy no further, since
-    the reply ends there. ``copy_start``: lookups copy nothing before it (a region edit's
-    source is the region's own fence). ``prediction``: tokens the reply is expected to
-    copy, a lookup source besides the prompt (OpenAI's Predicted Outputs)."""
+         prompt: EncodedPrompt = EncodedPrompt()) -> Strategy:
+    """The strategy of ``method`` (check it with ``unavailable`` first), its lookups
+    copying from ``prompt`` as it says."""
     if why := unavailable(method, draft is not None):
         raise ValueError(f"method {method!r}: {why}")
-    return METHODS[method].make(_Inputs(options, draft, eos, target_cost, draft_cost, copy_end, copy_start,
-                                        prediction))
+    return METHODS[method].make(_Inputs(options, draft, eos, target_cost, draft_cost, prompt))

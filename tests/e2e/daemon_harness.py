@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from engine import protocol
+from engine.client import protocol
 
 MODEL = "tiny-random"
 TIMEOUT = 30.0  # bound on any single wait in these tests
@@ -166,13 +166,13 @@ class Reference:
     and no prefix cache, so nothing is reused."""
 
     def __init__(self):
-        from engine.session import Engine
+        from engine.local_engine import Engine
 
         self._loaded = Engine.load(MODEL)
         self._memo: dict[tuple, str] = {}
 
     def text(self, edit: protocol.Edit) -> tuple[str, str]:
-        from engine.session import Engine, Result
+        from engine.local_engine import Engine, Result
 
         key = (edit.text, edit.instruction, edit.path, edit.method, edit.options.max_new_tokens,
                (edit.region.start, edit.region.end) if edit.region else None)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from engine import protocol
+from engine.client import protocol
 from lsp_fake_engine import FakeEngine, FakeJob
 
 HINTED = {

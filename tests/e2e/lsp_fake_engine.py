@@ -1,6 +1,6 @@
 """A scripted engine daemon for the language server's end-to-end tests.
 
-It speaks the real engine.protocol on a Unix socket, in the test's own event
+It speaks the real engine.client.protocol on a Unix socket, in the test's own event
 loop, so a test decides exactly when a job streams, ends or waits for a
 cancel: the choreography tests (typing during generation, cancellation, guard
 confirmations) need that, and a real model cannot give it deterministically.
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from engine import protocol
+from engine.client import protocol
 
 MODEL = protocol.ModelInfo(spec="fake", runtime="none", device="cpu", dtype="none", context_tokens=32768)
 

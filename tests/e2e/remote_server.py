@@ -25,8 +25,8 @@ from pathlib import Path
 
 from daemon_harness import DaemonProcess, free_port
 
-from engine import prompts
-from engine.remote import EXTRA_SAMPLING, SAMPLING
+from engine.client import prompts
+from engine.client.remote import EXTRA_SAMPLING, SAMPLING
 
 KEY = f"sk-blazedit-test-{secrets.token_hex(8)}"
 GGML_TYPE_F32 = 0  # a float32 KV cache: greedy choices do not depend on how the prompt was batched

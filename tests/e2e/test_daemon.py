@@ -14,8 +14,8 @@ import time
 import pytest
 from daemon_harness import TIMEOUT, DaemonProcess, RawConnection, Reference, check_job_stream
 
-from engine.client import EngineClient
-from engine import protocol
+from engine.client import protocol
+from engine.client.daemon_client import EngineClient
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -256,7 +256,7 @@ async def test_status_names_the_document_being_warmed(daemon):
         while (status := await client.status()).warms_done == done_before:
             seen.add(status.warming)
         assert "file:///big.py" in seen
-        lines = describe_status(await status_after_warms(client, done_before + 1))
+        lines = describe_status(await status_after_warms(client, done_before + 1), client.manages)
     assert any("warming: nothing" in line and f"{done_before + 1} prompt(s) warmed" in line for line in lines)
     # why the daemon runs where it does: the calibration's choice (tiny-random: torch fp32 alone)
     assert any(line.strip().startswith("runtime: torch fp32") and "predicted" in line for line in lines)

@@ -20,9 +20,9 @@ import pytest
 from daemon_harness import (TIMEOUT, DaemonProcess, RawConnection, check_job_stream, free_port, serve_command,
                             short_dir)
 
-from engine.client import EngineClient, EngineUnavailable
-from engine import protocol
-from engine.address import lock_owner
+from engine.client import protocol
+from engine.client.address import lock_owner
+from engine.client.daemon_client import EngineClient, EngineUnavailable
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -219,7 +219,7 @@ async def test_embedded_daemon_lives_on_a_private_socket_and_exits_with_its_clie
 def test_embedded_daemon_dies_when_its_parent_is_killed(workdir):
     parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
         import asyncio, sys
-        from engine.client import EngineClient
+        from engine.client.daemon_client import EngineClient
 
         async def main():
             client = EngineClient("embedded", model="tiny-random", serve_args=["--threads", "1"], spawn_timeout=60)

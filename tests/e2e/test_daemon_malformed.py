@@ -15,7 +15,7 @@ from daemon_harness import TIMEOUT, DaemonProcess, RawConnection, check_job_stre
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import protocol
+from engine.client import protocol
 
 pytestmark = pytest.mark.timeout(120)
 

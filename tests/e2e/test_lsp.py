@@ -27,8 +27,8 @@ from lsp_editor import CLIENTS, SERVER, Editor, assert_minimal, edits_of, make_c
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient
 
-from engine.client import EngineClient
-from engine import protocol
+from engine.client import protocol
+from engine.client.daemon_client import EngineClient
 
 MODEL = "tiny-random:2"
 RUNTIME = Path(tempfile.gettempdir()) / f"bz-rt-{os.getpid()}"  # short: sun_path is 108 bytes

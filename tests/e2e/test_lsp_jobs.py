@@ -23,10 +23,10 @@ from pytest_lsp import ClientServerConfig, LanguageClient
 from pytest_lsp.client import captured_exception_key
 
 from blazedit_lsp.actions import KIND
-from blazedit_lsp.editing import ASKING_AGAIN
-from engine import protocol
-from engine.merge import describe
-from engine.guard import UNCHANGED
+from blazedit_lsp.edit_policy import ASKING_AGAIN
+from engine.client import protocol
+from engine.client.guard import UNCHANGED
+from engine.client.merge import describe
 
 URI = "file:///work/demo.py"
 TEXT = "import time\n\n\ndef fetch(url):\n    time.sleep(1)\n    return url\n\n\ndef main():\n    print(fetch('x'))\n"

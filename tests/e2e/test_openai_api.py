@@ -17,17 +17,17 @@ pytest.importorskip("uvicorn", reason="needs the [openai] extra")
 openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
 
-from engine import prompts  # noqa: E402
-from engine.address import TOKEN_ENV, Address, AddressError, parse_http  # noqa: E402
+from engine.client import prompts  # noqa: E402
+from engine.client.address import TOKEN_ENV, Address, AddressError, parse_http  # noqa: E402
+from engine.client.prompts import ReplyReader  # noqa: E402
+from engine.client.protocol import DecodingOptions, Done, Edit, Progress, Started  # noqa: E402
+from engine.client.remote import RemoteEngineClient  # noqa: E402
 from engine.completion import Completion, prediction_usage  # noqa: E402
 from engine.daemon import ServeOptions  # noqa: E402
 from engine.decoding.cost import ForwardCost  # noqa: E402
+from engine.local_engine import CompletionResult, Engine  # noqa: E402
 from engine.openai_api import Settings, bind, serve  # noqa: E402
-from engine.protocol import DecodingOptions, Done, Edit, Progress, Started  # noqa: E402
-from engine.prompts import ReplyReader  # noqa: E402
-from engine.remote import RemoteEngineClient  # noqa: E402
 from engine.service import Service  # noqa: E402
-from engine.session import CompletionResult, Engine  # noqa: E402
 from tests.e2e.daemon_harness import TIMEOUT, DaemonProcess, free_port  # noqa: E402
 
 TOKEN = "s3cret-token"
@@ -207,7 +207,7 @@ def test_whole_file_apply_with_prediction_matches_blazedit_edit(client, referenc
 
 
 async def test_engine_serve_openai_is_an_openai_url_engine(server, reference):
-    """`engine: "openai:URL"` (engine/remote.py) pointed at this server, with the daemon's
+    """`engine: "openai:URL"` (engine/client/remote.py) pointed at this server, with the daemon's
     token as the API key: the edit is what the engine answers to remote.py's request
     (blazedit's prompt, no pre-opened fence) without a prediction, read by remote.py's
     ReplyReader; remote.py sent the file as the prediction, and learnt that it is used."""

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from engine import prompts
+from engine.client import prompts
+from engine.client.protocol import METHODS
 from engine.decoding import divergence
-from engine.protocol import METHODS
-from engine.session import Engine
+from engine.local_engine import Engine
 
 ROOT = Path(__file__).resolve().parents[2]
 NEAR_TIE = {"torch": 1.0, "llama.cpp": 0.0}
@@ -83,7 +83,7 @@ def test_every_divergence_from_regular_is_a_near_tie(engine, outputs, capsys):
     eos = engine.tokenizer.eos_token_id
     report, identical, compared = [], 0, 0
     for item in ITEMS:
-        prompt, _ = engine.encode(prompts.build(item["before"], item["instruction"], item["path"]))
+        prompt = engine.encode(prompts.build(item["before"], item["instruction"], item["path"])).ids
         regular = outputs[item["id"], "regular"].tokens
         for method in METHODS[1:]:
             compared += 1

@@ -8,7 +8,7 @@ import pytest
 from engine import calibration, models
 from engine.calibration import Calibration, ModelCosts, Setting
 from engine.decoding.cost import ForwardCost
-from engine.session import Engine
+from engine.local_engine import Engine
 
 LLAMA, BF16, FP32 = Setting("llama.cpp"), Setting("torch", "bf16"), Setting("torch", "fp32")
 LLAMA_FAST = Setting("llama.cpp", calibration.FAST)

@@ -7,9 +7,11 @@ import sys
 
 import pytest
 
-from engine import cli, protocol
+from engine import cli
+
 from engine.cli import main
-from engine.guard import SECOND_ATTEMPT, UNCHANGED
+from engine.client import protocol
+from engine.client.guard import SECOND_ATTEMPT, UNCHANGED
 
 TINY = ["--model", "tiny-random", "--max-new-tokens", "40"]
 

@@ -14,7 +14,7 @@ TOKENS = [int(t) for t in np.random.default_rng(0).integers(3, 250, 80)]
 
 
 def _runtime(name):
-    from engine.session import open_runtime
+    from engine.local_engine import open_runtime
 
     return open_runtime(models.load("tiny-random", runtime=name, threads=1))
 

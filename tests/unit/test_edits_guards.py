@@ -1,20 +1,20 @@
 """The checks between the engine's result and the editor (blazedit_lsp.editing
 and .jobs): guards that ask first, line endings, progress numbers."""
 
-from blazedit_lsp.editing import describe_engine_error, guard
+from blazedit_lsp.edit_policy import describe_engine_error, needs_confirmation
 from blazedit_lsp.progress import percentage, progress_message
-from engine import protocol
+from engine.client import protocol
 
 FILE = "import os\n\n\ndef a():\n    return 1\n\n\ndef b():\n    return 2\n"
 
 
 def test_guard_length_empty_and_mass_deletion():
-    assert "length limit" in guard(FILE, FILE, "length", "x")
-    assert "empty" in guard(FILE, "  \n", "stop", "x")
-    assert "deletes most" in guard(FILE, "import os\n", "stop", "add docstrings")
-    assert guard(FILE, "import os\n", "stop", "Remove the functions") is None  # asked for
-    assert guard(FILE, FILE.replace("1", "10"), "stop", "x") is None
-    assert guard("x = 1\n", "", "stop", "x") is not None and guard("", "", "stop", "x") is None
+    assert "length limit" in needs_confirmation(FILE, FILE, "length", "x")
+    assert "empty" in needs_confirmation(FILE, "  \n", "stop", "x")
+    assert "deletes most" in needs_confirmation(FILE, "import os\n", "stop", "add docstrings")
+    assert needs_confirmation(FILE, "import os\n", "stop", "Remove the functions") is None  # asked for
+    assert needs_confirmation(FILE, FILE.replace("1", "10"), "stop", "x") is None
+    assert needs_confirmation("x = 1\n", "", "stop", "x") is not None and needs_confirmation("", "", "stop", "x") is None
 
 
 def test_progress_numbers():

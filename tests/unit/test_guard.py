@@ -1,4 +1,4 @@
-"""engine.guard: definitions an edit removed, and the edit with them kept."""
+"""engine.client.guard: definitions an edit removed, and the edit with them kept."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.guard import definitions, keep_removed, language_of, removed_definitions
+from engine.client.guard import definitions, keep_removed, language_of, removed_definitions
 
 INVENTORY = (Path(__file__).resolve().parents[2] / "docs" / "examples" / "inventory.py").read_text()
 RESTOCK = INVENTORY[INVENTORY.index("def restock"):]
@@ -243,7 +243,7 @@ def test_text_that_does_not_parse_at_all():
 
 def test_the_module_imports_no_model_runtime():
     """The language server imports it, and must never import torch."""
-    code = ("import sys, engine.guard; loaded = {'torch', 'transformers', 'llama_cpp'} & set(sys.modules); "
+    code = ("import sys, engine.client.guard; loaded = {'torch', 'transformers', 'llama_cpp'} & set(sys.modules); "
             "assert not loaded, loaded")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 

@@ -4,9 +4,11 @@ the final end, and whether the reply was part of the file."""
 import importlib.util
 from pathlib import Path
 
-from engine import merge, models
+from engine import models
+
+from engine.client import merge
 from engine.decoding.cost import ForwardCost
-from engine.session import Engine
+from engine.local_engine import Engine
 
 ROOT = Path(__file__).resolve().parents[2]
 ITEM = {"id": "t", "path": "t.py", "instruction": "refactor", "before": "import os\n\n\ndef f(x):\n    return x + 1\n"}

@@ -1,26 +1,35 @@
-"""The import rule: ``blazedit_lsp`` → the torch-free parts of ``engine`` → the torch
-parts, with no arrow back and no cycle, so that a laptop runs the language server
-against a team's GPU daemon with the base install alone (pyproject's `[engine]` extra
-holds torch)."""
+"""The import rule, by folder: ``blazedit_lsp`` → ``engine/client/`` (torch-free) → the
+model side (the rest of ``engine``), with no arrow back and no cycle, so that a laptop
+runs the language server against a team's GPU daemon with the base install alone
+(pyproject's `[engine]` extra holds torch)."""
 
 from __future__ import annotations
 
 import ast
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("engine", "blazedit_lsp")
+CLIENT = "engine.client"
+"""The folder the language server may import: the engine seen from outside, no torch."""
 HEAVY = ("torch", "transformers", "llama_cpp", "matplotlib", "gguf", "accelerate")
+LAZY_TORCH = ("engine.daemon", "engine.completion", "engine.openai_schema", "engine.decoding.strategies",
+              "engine.decoding.loop")
+"""Model-side modules that load torch only inside the functions that need it: the daemon
+refuses a bad address or a running twin before it loads a model."""
 
-TORCH_FREE = (
-    "engine.protocol", "engine.address", "engine.catalogue", "engine.guard", "engine.client", "engine.remote",
-    "engine.errors", "engine.merge", "engine.prompts",
-    "engine.cli", "engine.cli_base", "engine.daemon_cli", "engine.edit_progress", "engine.daemon", "engine.throttle",
-    "engine.decoding.strategies", "engine.decoding.loop", "engine.completion", "engine.openai_schema",
-)
-"""What the language server, and the CLI until a command needs the engine, may import."""
+
+def in_folder(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
+
+
+def commands() -> list[str]:
+    """The modules of pyproject's console scripts: they start on the base install."""
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    return sorted({target.partition(":")[0] for target in scripts.values()})
 
 
 def modules() -> dict[str, Path]:
@@ -50,18 +59,33 @@ def imports(name: str, path: Path, known: set[str]) -> set[str]:
     return found
 
 
-def test_the_language_server_and_the_torch_free_engine_modules_load_no_heavy_package():
-    lsp = [name for name in modules() if name.startswith("blazedit_lsp") and name != "blazedit_lsp.__main__"]
-    code = (f"import sys; import {', '.join(lsp + list(TORCH_FREE))}; "
+def test_the_language_server_the_client_folder_and_the_commands_load_no_heavy_package():
+    light = [name for name in modules() if (in_folder(name, "blazedit_lsp") or in_folder(name, CLIENT))
+             and name != "blazedit_lsp.__main__"] + commands() + list(LAZY_TORCH)
+    code = (f"import sys; import {', '.join(light)}; "
             f"loaded = [m for m in {HEAVY!r} if m in sys.modules]; assert not loaded, loaded")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120, cwd=ROOT)
 
 
-def test_the_engine_never_imports_the_language_server():
+def outside_imports(folder: str, allowed) -> dict[str, list[str]]:
+    """The project modules that modules of ``folder`` import and ``allowed`` refuses."""
     known = set(modules())
-    offenders = {name: sorted(i for i in imports(name, path, known) if i.startswith("blazedit_lsp"))
-                 for name, path in modules().items() if name.startswith("engine")}
-    assert not {k: v for k, v in offenders.items() if v}
+    found = {name: sorted(i for i in imports(name, path, known) if not allowed(i))
+             for name, path in modules().items() if in_folder(name, folder)}
+    return {name: deps for name, deps in found.items() if deps}
+
+
+def test_the_client_folder_imports_nothing_from_the_model_side():
+    assert not outside_imports(CLIENT, lambda dep: in_folder(dep, CLIENT) or dep == "engine")
+
+
+def test_the_language_server_imports_only_the_client_folder_of_the_engine():
+    assert not outside_imports("blazedit_lsp", lambda dep: not in_folder(dep, "engine")
+                               or in_folder(dep, CLIENT) or dep == "engine")
+
+
+def test_the_engine_never_imports_the_language_server():
+    assert not outside_imports("engine", lambda dep: not in_folder(dep, "blazedit_lsp"))
 
 
 def test_the_import_graph_has_no_cycle():

@@ -2,12 +2,15 @@
 
 import pytest
 
-from engine import models, prompts
+from engine import models
+
+from engine.client import prompts
+from engine.client.protocol import DecodingOptions
 from engine.decoding import strategies
 from engine.decoding.cached_model import CachedModel
 from engine.decoding.cost import ForwardCost
+from engine.decoding.lookup import EncodedPrompt
 from engine.decoding.loop import Detokenizer, StopRule, generate, stop_string_at
-from engine.protocol import DecodingOptions
 
 TOK = models.byte_tokenizer()
 EOS = TOK.eos_token_id
@@ -53,7 +56,8 @@ def decode(method: str, prompt_text: str, reply_text: str, draft_reply: str | No
     prompt, reply = ids(prompt_text), ids(reply_text)
     target = CachedModel(ScriptedRuntime(prompt, reply))
     draft = CachedModel(ScriptedRuntime(prompt, ids(draft_reply if draft_reply is not None else reply_text)))
-    strategy = strategies.make(method, DecodingOptions(), draft, {EOS}, *costs, copy_end, prediction=ids(prediction))
+    strategy = strategies.make(method, DecodingOptions(), draft, {EOS}, *costs,
+                               EncodedPrompt(prompt, copy_end, prediction=ids(prediction)))
     detok = Detokenizer(TOK)
     steps = list(generate(target, strategy, prompt, detok, StopRule({EOS}, fence, max_new, stop)))
     steps[-1].stats.draft_forward_passes = draft.forward_passes  # the caller counts them, as Engine.edit does

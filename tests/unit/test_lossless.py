@@ -10,12 +10,14 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import models, prompts
+from engine import models
+
+from engine.client import prompts
+from engine.client.protocol import METHODS, DecodingOptions
+from engine.completion import Completion
 from engine.decoding.cached_model import common_prefix_length
 from engine.decoding.cost import ForwardCost
-from engine.completion import Completion
-from engine.protocol import METHODS, DecodingOptions
-from engine.session import Engine, Result
+from engine.local_engine import Engine, Result
 
 # Free: target passes cost the same whatever their length and draft steps nothing, so every
 # proposal is as long as its method allows. Flat: draft steps cost 0.3 of a target pass.
@@ -152,7 +154,7 @@ def test_prefix_reuse_gives_the_same_text(engines):
     first = run(engine, text, "blazedit", options, "add types")
     run(engine, "other = 2\n" * 10, "pld", options, "something else")  # the live cache now holds another file
     again = run(engine, text, "blazedit", options, "add docs")
-    shared = common_prefix_length(*(engine.encode(prompts.build(text, i, "t.py"))[0] for i in ("add types", "add docs")))
+    shared = common_prefix_length(*(engine.encode(prompts.build(text, i, "t.py")).ids for i in ("add types", "add docs")))
     assert shared > len(text)  # system message and the whole file (byte tokenizer: a token per byte)
     assert again.stats.cached_tokens == shared  # restored from the prefix cache, not just the live cache
     assert again.tokens == run(cold(engine), text, "blazedit", options, "add docs").tokens
@@ -161,8 +163,8 @@ def test_prefix_reuse_gives_the_same_text(engines):
 
 def test_lookups_copy_no_further_than_the_files_closing_fence(engines):
     prompt = prompts.build("x = 1\n", "add types", "t.py")
-    ids, copy_end = engines["same"].encode(prompt)
-    assert engines["same"].tokenizer.decode(ids[:copy_end]).endswith("```python\nx = 1\n```")
+    encoded = engines["same"].encode(prompt)
+    assert engines["same"].tokenizer.decode(encoded.ids[:encoded.copy_end]).endswith("```python\nx = 1\n```")
 
 
 @pytest.mark.parametrize("draft", ["same", "noisy"])

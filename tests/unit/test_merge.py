@@ -1,12 +1,12 @@
-"""engine.merge: a reply that is part of the file, merged into it by top-level item."""
+"""engine.client.merge: a reply that is part of the file, merged into it by top-level item."""
 
 from __future__ import annotations
 
 import pytest
 
-from engine.guard import parses, removed_definitions
-from engine.merge import describe, merge, partial_edit
-from engine.protocol import Partial
+from engine.client.guard import parses, removed_definitions
+from engine.client.merge import describe, merge, partial_edit
+from engine.client.protocol import Partial
 
 PY = '''import os
 

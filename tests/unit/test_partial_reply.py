@@ -1,13 +1,15 @@
-"""A reply that is part of the file (engine/merge.py), in Engine.edit: merged by item,
+"""A reply that is part of the file (engine/client/merge.py), in Engine.edit: merged by item,
 or written into the whole file by an apply pass; on a scripted model, and the apply pass
 on the tiny random model, lossless as every edit."""
 
 import pytest
 
-from engine import merge, models, prompts
+from engine import models
+
+from engine.client import merge, prompts
+from engine.client.protocol import METHODS, DecodingOptions, Partial
 from engine.decoding.cost import ForwardCost
-from engine.protocol import METHODS, DecodingOptions, Partial
-from engine.session import Engine, Result
+from engine.local_engine import Engine, Result
 from tests.unit.test_retry_unchanged import EOS, PLAN, TOK, ChatScriptedRuntime, fenced
 
 BEFORE = ("import math\n\nSCALE = 2\n\n\ndef total(prices):\n    return sum(prices)\n\n\n"
@@ -28,7 +30,7 @@ def engine_answering(monkeypatch, first: str, second: str = "", applied: str = "
         runtimes.append(ChatScriptedRuntime(reply))
         return runtimes[-1]
 
-    monkeypatch.setattr("engine.session.open_runtime", open_runtime)
+    monkeypatch.setattr("engine.local_engine.open_runtime", open_runtime)
     loaded = models.LoadedModel(spec="scripted", runtime="scripted", model=None, tokenizer=TOK, device="cpu",
                                 dtype="none", context_tokens=ChatScriptedRuntime.context_tokens, eos={EOS})
     return Engine(loaded, loaded, costs=(ForwardCost.flat(), ForwardCost.flat(0.01))), runtimes[0].prompts

@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine import prompts
+from engine.client import prompts
 
 
 def test_file_comes_before_instruction_and_reply_is_preopened():

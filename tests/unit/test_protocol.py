@@ -1,4 +1,4 @@
-"""Framing and schema of engine.protocol: round trips, limits, and that no input
+"""Framing and schema of engine.client.protocol: round trips, limits, and that no input
 makes the decoder fail with anything but msgspec.DecodeError (the one exception
 the daemon's connection loop turns into an Error reply)."""
 
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import protocol
+from engine.client import protocol
 
 STATS = protocol.Stats(prompt_tokens=10, cached_tokens=9, tokens=3, target_forward_passes=2, drafted=4, accepted=2)
 MODEL = protocol.ModelInfo(spec="tiny-random", runtime="torch", device="cpu", dtype="float32", context_tokens=8192)

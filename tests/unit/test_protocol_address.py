@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import address
-from engine.address import Address, AddressError, PidLock, lock_owner, parse_address
+from engine.client import address
+from engine.client.address import Address, AddressError, PidLock, lock_owner, parse_address
 
 
 @pytest.mark.parametrize("text, host, port", [
@@ -102,7 +102,7 @@ def test_lock_of_a_killed_process_is_free(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
-        from engine.address import PidLock
+        from engine.client.address import PidLock
         assert PidLock(Path({str(path)!r})).acquire()
         print("locked", flush=True)
         time.sleep(60)

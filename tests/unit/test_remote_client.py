@@ -1,4 +1,4 @@
-"""engine/remote.py against a scripted OpenAI-compatible server (Starlette on loopback,
+"""engine/client/remote.py against a scripted OpenAI-compatible server (Starlette on loopback,
 in the test's own event loop): what each kind of reply and failure becomes, and
 the pieces (addresses, the reply reader, error messages, the key's repr)."""
 
@@ -20,12 +20,13 @@ from starlette.applications import Starlette  # noqa: E402
 from starlette.responses import JSONResponse, StreamingResponse  # noqa: E402
 from starlette.routing import Route  # noqa: E402
 
-from engine import protocol  # noqa: E402
-from engine.address import AddressError, parse_openai  # noqa: E402
-from engine.client import EngineClient, engine_client  # noqa: E402
-from engine.errors import EngineUnavailable  # noqa: E402
-from engine.prompts import build  # noqa: E402
-from engine.remote import RemoteEngineClient  # noqa: E402
+from engine.client import protocol  # noqa: E402
+from engine.client.address import AddressError, parse_openai  # noqa: E402
+from engine.client.connect import engine_client  # noqa: E402
+from engine.client.daemon_client import EngineClient  # noqa: E402
+from engine.client.errors import EngineUnavailable  # noqa: E402
+from engine.client.prompts import build  # noqa: E402
+from engine.client.remote import RemoteEngineClient  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 TEXT = "def f():\n    return 1\n"

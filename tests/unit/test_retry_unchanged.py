@@ -5,10 +5,12 @@ from dataclasses import dataclass
 
 import pytest
 
-from engine import models, prompts
+from engine import models
+
+from engine.client import prompts
+from engine.client.protocol import Region
 from engine.decoding.cost import ForwardCost
-from engine.protocol import Region
-from engine.session import Engine, EditStep, Result
+from engine.local_engine import Engine, EditStep, Result
 
 TOK = models.byte_tokenizer()
 EOS = TOK.eos_token_id
@@ -75,7 +77,7 @@ def engine_answering(monkeypatch, first: str, second: str) -> tuple[Engine, Chat
         runtimes.append(ChatScriptedRuntime(lambda prompt: second if prompts.PLAN_FIRST in prompt else first))
         return runtimes[-1]
 
-    monkeypatch.setattr("engine.session.open_runtime", open_runtime)
+    monkeypatch.setattr("engine.local_engine.open_runtime", open_runtime)
     loaded = models.LoadedModel(spec="scripted", runtime="scripted", model=None, tokenizer=TOK, device="cpu",
                                 dtype="none", context_tokens=ChatScriptedRuntime.context_tokens, eos={EOS})
     return Engine(loaded, loaded, costs=(ForwardCost.flat(), ForwardCost.flat(0.01))), runtimes[0]

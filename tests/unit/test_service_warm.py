@@ -12,12 +12,14 @@ import threading
 
 import pytest
 
-from engine import models, protocol
+from engine import models
+
+from engine.client import protocol
 from engine.completion import Completion
 from engine.decoding.cost import ForwardCost
+from engine.local_engine import CompletionResult, Engine
 from engine.prefix_cache import PrefixCache
 from engine.service import Service
-from engine.session import CompletionResult, Engine
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -6,11 +6,12 @@ one, and its events carry the region's text."""
 import pytest
 from test_lossless import LINES, cold, engines  # noqa: F401 - engines is a fixture
 
-from engine import prompts
+from engine.client import prompts
+from engine.client.errors import JobError
+from engine.client.protocol import METHODS, DecodingOptions, Region
 from engine.decoding.cached_model import common_prefix_length
+from engine.local_engine import EditStep, Result
 from engine.prefix_cache import PrefixCache
-from engine.protocol import METHODS, DecodingOptions, Region
-from engine.session import EditStep, EngineError, Result
 
 TEXT = "\n".join(LINES * 4) + "\n"
 OTHER = "other = 2\n" * 12
@@ -43,7 +44,7 @@ def test_the_warmed_prefix_begins_every_edit_of_the_file(engines):
     prefix = engine.warm_prefix(TEXT, "t.py")
     assert len(prefix) > len(TEXT.encode())  # system message and the file (byte tokenizer: a token per byte)
     for region in (None, (0, 0), prompts.line_region(TEXT, 3, 9)):
-        ids, _ = engine.encode(prompts.build(TEXT, "anything", "t.py", region=region))
+        ids = engine.encode(prompts.build(TEXT, "anything", "t.py", region=region)).ids
         assert common_prefix_length(ids, prefix) == len(prefix) < len(ids)
 
 
@@ -128,6 +129,6 @@ def test_a_region_edit_streams_the_regions_text_in_the_files_line_endings(engine
 
 def test_a_region_off_line_boundaries_is_refused_before_any_event(engines):
     engine = engines["same"]
-    with pytest.raises(EngineError) as refused:
+    with pytest.raises(JobError) as refused:
         next(engine.edit(TEXT, "x", region=Region(start=1, end=5)))
     assert refused.value.code == "bad_request" and "start 1" in refused.value.message

@@ -13,7 +13,7 @@ from blazedit_lsp.config import Config
 from blazedit_lsp.engine_link import EngineLink
 from blazedit_lsp.jobs import JobRegistry, LspJob
 from blazedit_lsp.warming import Warmer
-from engine.client import EngineUnavailable
+from engine.client.errors import EngineUnavailable
 
 URI = "file:///work/demo.py"
 TEXT = "def f():\n    return 1\n"
@@ -39,7 +39,7 @@ class Engine:
         async def close():
             pass
 
-        return SimpleNamespace(connect=connect, warm=warm, close=close)
+        return SimpleNamespace(connect=connect, warm=warm, close=close, warms=True)
 
     @staticmethod
     async def until(predicate) -> None:

@@ -1,9 +1,10 @@
 """Experiment: does a follow-up turn ("you returned it unchanged; make the change") cut no-ops?"""
 import json, sys, time
-from engine import prompts, quality
-from engine.completion import Completion
-from engine.session import Engine
+from engine import quality
 from engine.bench import load_items
+from engine.client import prompts
+from engine.completion import Completion
+from engine.local_engine import Engine
 
 NUDGES = {
  "unchanged-turn": "Your reply is the file unchanged, but the instruction asks for a change: {instruction}\n\nMake that change now. Reply with the whole edited file in one {fence}{lang} code block.",

@@ -17,15 +17,20 @@ from typing import Callable, Generator, Iterator
 import msgspec
 import torch
 
-from engine import calibration, merge, models, prompts
+from engine import calibration, models
+
 from engine.catalogue import DEFAULT_DRAFT, DEFAULT_TARGET
+from engine.client import prompts
+from engine.client.attempts import Attempt, EditAttempts
+from engine.client.errors import JobError
+from engine.client.protocol import DecodingOptions, FinishReason, ModelInfo, Partial, Region, Stats
 from engine.completion import Completion, PredictionUsage, prediction_usage, render, safe_length
 from engine.decoding import strategies
 from engine.decoding.cached_model import CachedModel, common_prefix_length
 from engine.decoding.cost import ForwardCost
+from engine.decoding.lookup import EncodedPrompt
 from engine.decoding.loop import DecodeStep, Detokenizer, StopRule, generate, stop_string_at
 from engine.prefix_cache import MIN_REUSE_TOKENS, PrefixCache
-from engine.protocol import DecodingOptions, ErrorCode, FinishReason, ModelInfo, Partial, Region, Stats
 from engine.runtimes.base import open_runtime
 
 log = logging.getLogger(__name__)
@@ -34,15 +39,6 @@ DEFAULT_PREFIX_CACHE_BYTES = 1 << 30
 WARM_CHUNK_TOKENS = 128  # prefill per forward pass while warming: an edit waits for at most one such pass
 WARM_MARGIN_TOKENS = 4  # warming stops this short of the file's end: tokens at the boundary may merge differently
 PLAN_TOKENS = 256  # room for the sentence a second attempt writes before the file
-
-
-class EngineError(Exception):
-    """Bad input or a model failure, with a protocol error code and a message for the user."""
-
-    def __init__(self, code: ErrorCode, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass
@@ -103,7 +99,7 @@ class Engine:
         the machine's calibration; default: measured now, as tests of tiny models do).
         ``choice``: the calibration's choice of runtimes that made this engine, if any."""
         if draft is not None and draft.tokenizer.get_vocab() != target.tokenizer.get_vocab():
-            raise EngineError("model_error", f"draft {draft.spec} does not share the tokenizer of target {target.spec}")
+            raise JobError("model_error", f"draft {draft.spec} does not share the tokenizer of target {target.spec}")
         self.loaded_target, self.loaded_draft = target, draft
         self.tokenizer = target.tokenizer
         target_runtime, draft_runtime = open_runtime(target), open_runtime(draft) if draft else None
@@ -154,7 +150,7 @@ class Engine:
             else:
                 loaded_draft = calibration.load_on(draft, choice.draft, device, threads)
         except models.ModelError as exc:
-            raise EngineError("model_error", str(exc)) from exc
+            raise JobError("model_error", str(exc)) from exc
         costs = (measured.target[str(choice.target)].forward_cost(),
                  measured.draft[str(choice.draft)].forward_cost() if choice.draft else None)
         return cls(target, loaded_draft, prefix_cache_bytes, costs, choice)
@@ -197,92 +193,68 @@ class Engine:
         ``retry_unchanged``: a whole file that comes back unchanged is asked for once
         more, with the model saying first what it will change (prompts.PLAN_FIRST); the
         second attempt's EditSteps have ``attempt`` 2 and stream the file from its start.
-        A reply that is part of the file (engine/merge.py) is merged into it by item; where
+        A reply that is part of the file (engine/client/merge.py) is merged into it by item; where
         that is ambiguous and ``retry_unchanged`` holds, an apply pass (one more attempt)
         writes the whole file from it.
 
-        Raises EngineError before the first event for input it cannot handle."""
+        Raises JobError before the first event for input it cannot handle."""
         options = options or DecodingOptions()
         if why := self.method_unavailable(method):
-            raise EngineError("unknown_method", f"method {method!r} is not available: {why}")
-        span = None
-        if region is not None:
-            if why := prompts.region_problem(text, region.start, region.end):
-                raise EngineError("bad_request", why)
-            span = (region.start, region.end)
-        prompt = prompts.build(text, instruction, path, language, span)
-        ids, copy_end, copy_start = self._encode(prompt)
+            raise JobError("unknown_method", f"method {method!r} is not available: {why}")
+        span = (region.start, region.end) if region is not None else None
+        attempts = EditAttempts(text, instruction, path, language, span, retry_unchanged)
+        encoded = self.encode(attempts.first.prompt)
         rewritten = text[span[0]:span[1]] if span else text
         file_tokens = len(self.tokenizer(rewritten, add_special_tokens=False)["input_ids"])
         context = self.loaded_target.context_tokens
         needed = options.max_new_tokens or file_tokens + 256  # the least room for the reply we accept
-        if len(ids) + needed > context:
+        if len(encoded.ids) + needed > context:
             what = "the region" if span else "the file"
-            raise EngineError(
+            raise JobError(
                 "context_overflow",
-                f"{what} is {file_tokens} tokens; the prompt ({len(ids)}) plus room for the reply ({needed}) "
+                f"{what} is {file_tokens} tokens; the prompt ({len(encoded.ids)}) plus room for the reply ({needed}) "
                 f"exceeds the model's context of {context} tokens",
             )
-        max_new = options.max_new_tokens or min(max_new_tokens_for(file_tokens), context - len(ids))
-        log.info("editing %s: %d prompt tokens, %s", path or "a file", len(ids), method)
-        result = yield from self._attempt(prompt, ids, copy_end, copy_start, max_new, method, options, should_stop)
-        sketch = _merged(result, text, instruction, span, language or path)  # a merged copy of parts is a no-op too
-        if retry_unchanged and prompts.ask_again(text, instruction, span, result.finish_reason, result.text):
-            prompt = prompts.build(text, instruction, path, language, plan_first=True)
-            ids, copy_end, copy_start = self._encode(prompt)
-            max_new = min(max_new + PLAN_TOKENS, context - len(ids))
-            if max_new >= needed:
-                log.info("the reply was the file unchanged: asking again, plan first")
-                result = yield from self._attempt(prompt, ids, copy_end, copy_start, max_new, method, options,
-                                                  should_stop, attempt=2)
-            sketch = _merged(result, text, instruction, span, language or path)
-        if sketch is not None and sketch.text is None and retry_unchanged:
-            prompt = prompts.build(text, instruction, path, language, sketch=result.text)
-            ids, copy_end, copy_start = self._encode(prompt)
-            max_new = options.max_new_tokens or min(max_new_tokens_for(file_tokens), context - len(ids))
-            if len(ids) + max_new <= context:
-                log.info("the reply was part of the file: asking for the whole file with it applied")
-                result = yield from self._attempt(prompt, ids, copy_end, copy_start, max_new, method, options,
-                                                  should_stop, attempt=result.attempt + 1)
-                result.partial = Partial(how="apply_pass")
-        yield result
+        max_new = options.max_new_tokens or min(max_new_tokens_for(file_tokens), context - len(encoded.ids))
+        log.info("editing %s: %d prompt tokens, %s", path or "a file", len(encoded.ids), method)
+        attempt: Attempt | None = attempts.first
+        while attempt is not None:
+            if attempt.kind != "first":
+                encoded = self.encode(attempt.prompt)
+            room = context - len(encoded.ids)
+            if attempt.kind == "plan_first":
+                max_new = min(max_new + PLAN_TOKENS, room)
+            elif attempt.kind == "apply_pass":
+                max_new = options.max_new_tokens or min(max_new_tokens_for(file_tokens), room)
+            # a second attempt needs the least room an edit accepts; an apply pass, all of its own
+            fits = max_new >= needed if attempt.kind == "plan_first" else max_new <= room
+            outcome = (yield from self._attempt(attempt, encoded, max_new, method, options, should_stop)) \
+                if fits else None
+            attempt = attempts.next(outcome)
+        yield attempts.final
 
-    def _attempt(self, prompt: prompts.EditPrompt, ids: list[int], copy_end: int, copy_start: int, max_new: int,
-                 method: str, options: DecodingOptions, should_stop: Callable[[], bool],
-                 attempt: int = 1) -> Generator[EditStep, None, Result]:
+    def _attempt(self, attempt: Attempt, encoded: EncodedPrompt, max_new: int, method: str,
+                 options: DecodingOptions, should_stop: Callable[[], bool]) -> Generator[EditStep, None, Result]:
         """One decoding of an edit prompt: yields its EditSteps, returns its Result."""
+        prompt = attempt.prompt
         detok = Detokenizer(self.tokenizer)
         stop = StopRule(self.eos, prompt.fence, max_new, opens_fence=prompt.opens_fence)
-        reader = prompts.ReplyReader(prompt) if prompt.opens_fence else None
-        streamed = chars = 0  # of the reply, and of the file text yielded
+        reader = prompts.reply_reader(prompt)
+        streamed = 0  # of the reply
         tokens: list[int] = []
-        if attempt > 1:  # tells a consumer to start the file again
-            yield EditStep("", 0, Stats(), attempt)
-        with contextlib.closing(self._decode(ids, detok, stop, method, options, should_stop, copy_end,
-                                             copy_start)) as steps:
+        if attempt.number > 1:  # tells a consumer to start the file again
+            yield EditStep("", 0, Stats(), attempt.number)
+        with contextlib.closing(self._decode(encoded, detok, stop, method, options, should_stop)) as steps:
             for step in steps:
                 tokens += step.tokens
+                new = reader.feed(detok.text[streamed:])
+                streamed = len(detok.text)
                 if step.finish_reason is None:
-                    if reader is not None:
-                        new = reader.feed(detok.text[streamed:])
-                        streamed = len(detok.text)
-                    else:
-                        safe = max(prompts.stream_safe_length(detok.text, prompt.fence), streamed)
-                        new = prompt.restore_layout(detok.text[streamed:safe], complete=False)
-                        streamed = safe
-                    chars += len(new)
-                    yield EditStep(new, chars, _copy(step.stats), attempt)
+                    yield EditStep(new, reader.chars, _copy(step.stats), attempt.number)
                     continue
-                complete = step.finish_reason == "stop"
-                if reader is not None:
-                    reader.feed(detok.text[streamed:])
-                    final = reader.result(complete)
-                elif complete:
-                    final = prompt.file_from_reply(detok.text)
-                else:
-                    final = prompt.restore_layout(detok.text, False)
-                return Result(final, step.finish_reason, _copy(step.stats), tokens, attempt)
-        raise EngineError("internal", "the decoding loop ended without a finish reason")
+                final = reader.result(complete=step.finish_reason == "stop")
+                return Result(final, step.finish_reason, _copy(step.stats), tokens, attempt.number)
+        raise JobError("internal", "the decoding loop ended without a finish reason")
 
     def complete(self, completion: Completion,
                  should_stop: Callable[[], bool] = lambda: False) -> Iterator[CompletionStep | CompletionResult]:
@@ -290,23 +262,23 @@ class Engine:
         while decoding, then one CompletionResult. The same decoding as ``edit``, with
         the prediction as a lookup source besides the prompt.
 
-        Raises EngineError before the first event for input it cannot handle."""
+        Raises JobError before the first event for input it cannot handle."""
         if why := self.method_unavailable(completion.method):
-            raise EngineError("unknown_method", f"method {completion.method!r} is not available: {why}")
+            raise JobError("unknown_method", f"method {completion.method!r} is not available: {why}")
         text = render(self.tokenizer, completion)
         ids = self.tokenizer(text, add_special_tokens=completion.messages is None)["input_ids"]
         prediction = self.tokenizer(completion.prediction, add_special_tokens=False)["input_ids"]
         room = self.loaded_target.context_tokens - len(ids)
         if room < (completion.max_tokens or 1):
-            raise EngineError("context_overflow", f"the prompt ({len(ids)} tokens) plus the reply "
+            raise JobError("context_overflow", f"the prompt ({len(ids)} tokens) plus the reply "
                               f"({completion.max_tokens or 1}) exceeds the model's context of "
                               f"{self.loaded_target.context_tokens} tokens")
         detok = Detokenizer(self.tokenizer)
         stop = StopRule(self.eos, "", completion.max_tokens or room, tuple(completion.stop))
         streamed = 0
         tokens: list[int] = []
-        with contextlib.closing(self._decode(ids, detok, stop, completion.method, completion.options, should_stop,
-                                             prediction=prediction)) as steps:
+        with contextlib.closing(self._decode(EncodedPrompt(ids, prediction=prediction), detok, stop,
+                                             completion.method, completion.options, should_stop)) as steps:
             for step in steps:
                 tokens += step.tokens
                 if step.finish_reason is None:
@@ -318,16 +290,15 @@ class Engine:
                 usage = prediction_usage(prediction, tokens)
                 yield CompletionResult(detok.text[:cut], step.finish_reason, _copy(step.stats), tokens, usage)
 
-    def _decode(self, ids: list[int], detok: Detokenizer, stop: StopRule, method: str, options: DecodingOptions,
-                should_stop: Callable[[], bool], copy_end: int | None = None, copy_start: int = 0,
-                prediction: list[int] | None = None) -> Iterator[DecodeStep]:
+    def _decode(self, prompt: EncodedPrompt, detok: Detokenizer, stop: StopRule, method: str,
+                options: DecodingOptions, should_stop: Callable[[], bool]) -> Iterator[DecodeStep]:
         """The decoding loop on the loaded models, reusing and then filing the prompt's KV
-        cache; steps count the draft model's passes too. ``copy_end``, ``copy_start`` and
-        ``prediction``: as strategies.make's."""
+        cache; steps count the draft model's passes too."""
+        ids = prompt.ids
         models_in_use = self._models
         self.prefix_cache.reuse(models_in_use, ids)
         strategy = strategies.make(method, options, self.draft_model, self.eos, self.target_cost, self.draft_cost,
-                                    copy_end, copy_start, prediction or ())
+                                    prompt)
         draft_passes = self.draft_model.forward_passes if self.draft_model else 0
         try:
             for step in generate(self.target_model, strategy, ids, detok, stop, should_stop):
@@ -335,7 +306,7 @@ class Engine:
                     step.stats.draft_forward_passes = self.draft_model.forward_passes - draft_passes
                 yield step
         except torch.OutOfMemoryError as exc:
-            raise EngineError("model_error", f"out of memory while decoding: {exc}") from exc
+            raise JobError("model_error", f"out of memory while decoding: {exc}") from exc
         finally:
             self.prefix_cache.remember(models_in_use, ids)
 
@@ -364,7 +335,7 @@ class Engine:
                     break
                 model.feed(prefix[len(model.tokens):len(model.tokens) + self.warm_chunk_tokens])
         except torch.OutOfMemoryError as exc:
-            raise EngineError("model_error", f"out of memory while warming: {exc}") from exc
+            raise JobError("model_error", f"out of memory while warming: {exc}") from exc
         finally:
             held = min(min(len(m.tokens), len(prefix)) for m in models_in_use)
             self.prefix_cache.remember(models_in_use, prefix[:held])
@@ -380,14 +351,10 @@ class Engine:
         inside = sum(1 for _, stop in encoded["offset_mapping"] if stop <= end)
         return encoded["input_ids"][:max(inside - WARM_MARGIN_TOKENS, 0)]
 
-    def encode(self, prompt: prompts.EditPrompt) -> tuple[list[int], int]:
-        """The prompt's tokens, and how many of them run through the fence that closes
-        the file (prompt lookup copies no further: the reply ends there)."""
-        ids, copy_end, _ = self._encode(prompt)
-        return ids, copy_end
-
-    def _encode(self, prompt: prompts.EditPrompt) -> tuple[list[int], int, int]:
-        """As ``encode``, and the first token lookups may copy (the region's fence, for a region edit)."""
+    def encode(self, prompt: prompts.EditPrompt) -> EncodedPrompt:
+        """The prompt's tokens, how many of them run through the fence that closes the file
+        (prompt lookup copies no further: the reply ends there), and the first token lookups
+        may copy (the region's fence, for a region edit)."""
         chat = self.tokenizer.apply_chat_template(prompt.messages, tokenize=False, add_generation_prompt=True)
         chat += prompt.reply_prefix
         encoded = self.tokenizer(chat, add_special_tokens=False, return_offsets_mapping=True)
@@ -395,17 +362,7 @@ class Engine:
         file_end, source_start = prompt.file_end(chat), prompt.copy_start(chat)
         copy_end = sum(1 for start, _ in offsets if start < file_end)
         copy_start = sum(1 for _, stop in offsets if stop <= source_start) if source_start else 0
-        return encoded["input_ids"], copy_end, copy_start
-
-
-def _merged(result: Result, text: str, instruction: str, span: tuple[int, int] | None,
-            language: str | None) -> merge.Sketch | None:
-    """Merge a reply that is part of the file into ``result`` (engine/merge.py); the sketch,
-    whose ``text`` is None where only an apply pass can write the file."""
-    sketch = merge.partial_edit(text, instruction, span, result.finish_reason, result.text, language)
-    if sketch is not None and sketch.text is not None:
-        result.text, result.partial = sketch.text, Partial(how="merged", items=sketch.items)
-    return sketch
+        return EncodedPrompt(encoded["input_ids"], copy_end, copy_start)
 
 
 def _info(loaded: models.LoadedModel) -> ModelInfo:

@@ -1,10 +1,11 @@
 """Experiment 4: two-stage plan: a one-sentence plan first (greedy, same prompt prefix), then the usual edit with the plan after the instruction."""
 import json, sys, time
 from pathlib import Path
-from engine import prompts, quality
+from engine import quality
 from engine.bench import load_items
+from engine.client import prompts
 from engine.completion import Completion
-from engine.session import Engine
+from engine.local_engine import Engine
 
 ASK = "\n\nBefore editing: say in one sentence which lines you will change and how."
 engine = Engine.load()

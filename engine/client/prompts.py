@@ -12,7 +12,7 @@ A second attempt after an unchanged reply (``plan_first``) asks the model to say
 in one sentence, what it will change: the reply then opens its own fence, and
 ``ReplyReader`` takes the file from inside it (as from a remote server's reply).
 An apply pass after a partial reply that cannot be merged by name (``sketch``,
-engine/merge.py) shows that reply after the instruction and asks for the whole file
+engine/client/merge.py) shows that reply after the instruction and asks for the whole file
 with it applied; the file stays the lookup source, as for every whole-file edit.
 """
 
@@ -261,3 +261,34 @@ class ReplyReader:
         ended normally, as it stands (line endings only) when it did not."""
         reply = "".join(self.before if self.body is None else self.body) + ("" if self.closed else self.line)
         return self.prompt.file_from_reply(reply) if complete else self.prompt.restore_layout(reply, complete=False)
+
+
+class PrefilledReader:
+    """The file inside a reply whose fence the prompt opened (``reply_prefix``, which the
+    local engine sends), fed as it streams: handed out up to where the closing fence
+    may begin (``stream_safe_length``)."""
+
+    def __init__(self, prompt: EditPrompt):
+        self.prompt = prompt
+        self.reply = ""
+        self.streamed = 0  # of the reply
+        self.chars = 0  # file text handed out, in the file's line endings
+
+    def feed(self, text: str) -> str:
+        """Add a piece of the reply; returns the file text settled by it."""
+        self.reply += text
+        safe = max(stream_safe_length(self.reply, self.prompt.fence), self.streamed)
+        new = self.prompt.restore_layout(self.reply[self.streamed:safe], complete=False)
+        self.streamed = safe
+        self.chars += len(new)
+        return new
+
+    def result(self, complete: bool) -> str:
+        """As ReplyReader.result."""
+        return self.prompt.file_from_reply(self.reply) if complete else self.prompt.restore_layout(self.reply, False)
+
+
+def reply_reader(prompt: EditPrompt, prefilled: bool = True) -> ReplyReader | PrefilledReader:
+    """The reader of ``prompt``'s reply: ``prefilled``, whether the backend sent the
+    prompt's ``reply_prefix`` (a remote server is not sent it: its model opens the fence)."""
+    return PrefilledReader(prompt) if prefilled and not prompt.opens_fence else ReplyReader(prompt)

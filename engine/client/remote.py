@@ -1,13 +1,13 @@
 """Edits streamed from an OpenAI-compatible serving engine (vLLM, SGLang, llama.cpp's server).
 
-``RemoteEngineClient`` has EngineClient's surface (connect, edit, cancel, status,
-close) and its ``edit()`` yields the daemon's messages (Started, Progress, then one
-Done or Error), so the language server and ``blazedit edit`` use it unchanged;
-engine/client.py's ``engine_client`` returns it for an ``openai:URL`` address. No
+``RemoteEngineClient`` is an ``EngineBackend`` (engine/client/backend.py): its
+``edit()`` yields the daemon's messages (Started, Progress, then one Done or Error),
+so the language server and ``blazedit edit`` use it unchanged; engine/client/connect.py's
+``engine_client`` returns it for an ``openai:URL`` address. No
 torch here: the language server imports it. The `openai` SDK speaks the API (SSE
 parsing, typed HTTP errors, timeouts, retries with backoff that honours Retry-After).
 
-The prompt is engine/prompts.py's ``build()``: the same messages as the local engine
+The prompt is engine/client/prompts.py's ``build()``: the same messages as the local engine
 (a region's too), file before instruction, so a server's prefix caching reuses
 "system + file". The reply expected of the model (the file in its fence) goes as
 ``prediction`` (OpenAI's Predicted Outputs; `blazedit engine serve --openai` copies
@@ -38,12 +38,12 @@ import msgspec
 import openai
 
 import engine
-from engine import protocol
-from engine.address import API_KEY_ENVS, OPENAI_PREFIX, AddressError, parse_openai, read_api_key
-from engine.errors import EngineUnavailable
-from engine.merge import Sketch, partial_edit
-from engine.prompts import EditPrompt, ReplyReader, ask_again, build, region_problem
-from engine.throttle import Throttle
+from engine.client import protocol
+from engine.client.address import API_KEY_ENVS, OPENAI_PREFIX, AddressError, parse_openai, read_api_key
+from engine.client.attempts import Attempt, EditAttempts, JobStream, Reply
+from engine.client.backend import EngineBackend
+from engine.client.errors import EngineUnavailable, JobError
+from engine.client.prompts import EditPrompt, reply_reader
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,11 @@ is neither greedy decoding nor good for a file that is mostly copied; vLLM and
 SGLang ignore the field (vLLM logs that it did)."""
 
 
-class RemoteEngineClient:
-    """``async for msg in client.edit(protocol.Edit(...))`` against ``openai:URL``."""
+class RemoteEngineClient(EngineBackend):
+    """The ``EngineBackend`` of an ``openai:URL`` server."""
+
+    warms = False  # the API cannot prefill without generating; such servers cache prefixes of their own
+    manages = False  # a server blazedit does not run
 
     def __init__(self, address: str, *, model: str | None = None, api_key: str | None = None,
                  connect_timeout: float = CONNECT_TIMEOUT, read_timeout: float = READ_TIMEOUT,
@@ -146,13 +149,6 @@ class RemoteEngineClient:
             job.cancel()
         await self._sdk.close()
 
-    async def __aenter__(self) -> "RemoteEngineClient":
-        await self.connect()
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.close()
-
     # ------------------------------------------------------------ internals
 
     async def _probe(self) -> protocol.Welcome:
@@ -193,22 +189,24 @@ class RemoteEngineClient:
 
 
 class RemoteJob:
-    """One edit: the request, its stream, and what it has read so far."""
+    """One edit: its attempts' requests, their streams, and what the current one has read."""
 
     def __init__(self, client: RemoteEngineClient, edit: protocol.Edit, model: str):
         self.client, self.edit, self.model = client, edit, model
         self.span = (edit.region.start, edit.region.end) if edit.region else None
-        self.prompt = build(edit.text, edit.instruction, edit.path, edit.language, self.span)
         self.predicted = self.client.predicting is not False  # sends `prediction` with this request
-        self.reader = ReplyReader(self.prompt)
-        self.stats = protocol.Stats()
         self.tokens = 0
-        self.attempt = 1
+        self._outbox: list[protocol.Message] = []  # what JobStream posted, for run() to yield
         self._cancelled = asyncio.Event()
         self._stream: openai.AsyncStream | None = None
 
     def cancel(self) -> None:
         self._cancelled.set()
+
+    def _drained(self) -> list[protocol.Message]:
+        messages = list(self._outbox)
+        self._outbox.clear()
+        return messages
 
     async def stop(self) -> None:
         if self._stream is not None:
@@ -216,75 +214,43 @@ class RemoteJob:
             self._stream = None
 
     async def run(self) -> AsyncIterator[protocol.Message]:
-        """The job's messages; the stream is closed before the last one goes out (a consumer
-        may stop at it and leave this generator unfinished). A file that comes back
-        unchanged is asked for once more, plan first, and a reply that is part of the file
-        is merged into it or, where that is ambiguous, written into it by an apply pass,
-        as the local engine does (engine/merge.py)."""
-        applying = False
-        while True:
-            async for message in self._messages():
-                if isinstance(message, (protocol.Done, protocol.Error)):
-                    await self.stop()
-                    break
-                yield message
-            if isinstance(message, protocol.Done) and applying and message.finish_reason == "stop":
-                message.partial = protocol.Partial(how="apply_pass")
-            elif isinstance(message, protocol.Done):
-                sketch = self._merge(message)  # a merged copy of parts is a no-op too
-                if not self._asks_again(message):
-                    applying = self._apply_pass(message, sketch)
-            if not (isinstance(message, protocol.Done) and self.attempt > message.attempt):
-                yield message
-                return
-            yield protocol.Progress(job_id=self.edit.job_id, text="", chars=0, tokens_per_second=0.0,
-                                    stats=protocol.Stats(), attempt=self.attempt)
-
-    def _asks_again(self, message: protocol.Done) -> bool:
-        """Whether ``message`` ends a first attempt that calls for a second: then the
-        job is set up for it (the plan-first prompt, a fresh reader and counters)."""
-        edit = self.edit
-        if not (self.attempt == 1 and edit.retry_unchanged
-                and ask_again(edit.text, edit.instruction, self.span, message.finish_reason, message.text)):
-            return False
-        log.info("job %s: the reply was the file unchanged: asking again, plan first", edit.job_id)
-        self._next(build(edit.text, edit.instruction, edit.path, edit.language, plan_first=True))
-        return True
-
-    def _merge(self, message: protocol.Done) -> Sketch | None:
-        """Merge a reply that is part of the file into ``message`` (engine/merge.py); the
-        sketch, whose ``text`` is None where only an apply pass can write the file."""
-        edit = self.edit
-        sketch = partial_edit(edit.text, edit.instruction, self.span, message.finish_reason, message.text,
-                              edit.language or edit.path)
-        if sketch is not None and sketch.text is not None:
-            message.text, message.partial = sketch.text, protocol.Partial(how="merged", items=sketch.items)
-        return sketch
-
-    def _apply_pass(self, message: protocol.Done, sketch: Sketch | None) -> bool:
-        """Where a partial reply could not be merged, set the job up for an apply pass (True)."""
-        edit = self.edit
-        if sketch is None or sketch.text is not None or not edit.retry_unchanged:
-            return False
-        log.info("job %s: the reply was part of the file: asking for the whole file with it applied", edit.job_id)
-        self._next(build(edit.text, edit.instruction, edit.path, edit.language, sketch=message.text))
-        return True
-
-    def _next(self, prompt: EditPrompt) -> None:
-        """Set the job up for one more attempt: ``prompt``, a fresh reader and counters."""
-        self.attempt += 1
-        self.prompt = prompt
-        self.reader, self.stats, self.tokens = ReplyReader(self.prompt), protocol.Stats(), 0
-
-    async def _messages(self) -> AsyncIterator[protocol.Message]:
-        job_id, started_at = self.edit.job_id, time.monotonic()
-        if self.span and (why := region_problem(self.edit.text, *self.span)):
-            yield protocol.Error(code="bad_request", message=why, job_id=job_id)
+        """The job's messages, attempt after attempt as engine/client/attempts.py decides;
+        each stream is closed before its attempt's outcome is used (a consumer may stop at
+        the last message and leave this generator unfinished)."""
+        stream = JobStream(self.edit.job_id, self._outbox.append, PROGRESS_INTERVAL, rate_alone=True)
+        try:
+            attempts = EditAttempts.of(self.edit)
+        except JobError as exc:
+            yield protocol.Error(code=exc.code, message=exc.message, job_id=self.edit.job_id)
             return
+        attempt = attempts.first
+        while attempt is not None:
+            async for item in self._read(attempt, stream):  # ends with the attempt's Reply or an Error
+                if not isinstance(item, (Reply, protocol.Error)):
+                    yield item
+            await self.stop()
+            if isinstance(item, protocol.Error):
+                yield item
+                return
+            attempt = attempts.next(item)
+        done = stream.done(attempts.final)
+        for message in self._drained():  # what the Done flushed
+            yield message
+        yield done
+
+    async def _read(self, attempt: Attempt, stream: JobStream) -> AsyncIterator[protocol.Message | Reply]:
+        """One attempt: its messages as ``stream`` shapes them, then its Reply, or an Error."""
+        self.prompt, self.attempt = attempt.prompt, attempt.number
+        self.reader, self.stats, self.tokens = reply_reader(attempt.prompt, prefilled=False), protocol.Stats(), 0
+        job_id, started_at = self.edit.job_id, time.monotonic()
+        if attempt.number > 1:  # tells a consumer to start the file again
+            stream.step("", 0, protocol.Stats(), attempt.number)
+            for message in self._drained():
+                yield message
         try:
             self._stream = await self._unless_cancelled(self._open_with_fallback())
         except _Cancelled:
-            yield self._done("cancelled", started_at)
+            yield self._reply("cancelled", started_at)
             return
         except openai.APIStatusError as exc:
             code, message = describe_http_error(self.client.base_url, exc)
@@ -292,8 +258,7 @@ class RemoteJob:
             return
         except openai.APIConnectionError as exc:
             raise EngineUnavailable(f"{self.client._unreachable(exc)}; nothing was applied") from None
-        throttle, pending, finish = Throttle(PROGRESS_INTERVAL), [], None
-        chunks, past_end = aiter(self._stream), 0
+        finish, chunks, past_end = None, aiter(self._stream), 0
         try:
             while not self.reader.closed or self._probing(past_end):
                 try:
@@ -311,14 +276,13 @@ class RemoteJob:
                     continue
                 if not self.tokens:
                     self.stats.first_token_seconds = self.stats.prefill_seconds = time.monotonic() - started_at
-                    yield protocol.Started(job_id=job_id, queue_position=0, prompt_tokens=self.stats.prompt_tokens)
                 self.tokens += 1
-                pending.append(self.reader.feed(choice.delta.content))
-                if throttle.ready():
-                    yield self._progress("".join(pending), started_at)
-                    pending.clear()
+                stream.step(self.reader.feed(choice.delta.content), self.reader.chars, self._timed(started_at),
+                            attempt.number)
+                for message in self._drained():
+                    yield message
         except _Cancelled:
-            yield self._done("cancelled", started_at)
+            yield self._reply("cancelled", started_at)
             return
         except Exception as exc:  # noqa: BLE001 - boundary: whatever broke the stream (the SDK does not
             if finish is None:    # wrap its HTTP library's read errors), nothing is applied
@@ -326,9 +290,9 @@ class RemoteJob:
                 return
             log.debug("job %s: error after the finish reason, ignored", job_id, exc_info=True)
         if self.reader.closed or finish == "stop":
-            yield self._done("stop", started_at)
+            yield self._reply("stop", started_at)
         elif finish == "length":
-            yield self._done("length", started_at)
+            yield self._reply("length", started_at)
         elif finish is None:
             yield self._broken("the stream ended without a finish reason: the server stopped or dropped it")
         else:
@@ -399,17 +363,9 @@ class RemoteJob:
         self.stats.seconds = time.monotonic() - started_at
         return msgspec.structs.replace(self.stats)
 
-    def _progress(self, text: str, started_at: float) -> protocol.Progress:
-        stats = self._timed(started_at)
-        decoding = stats.seconds - stats.prefill_seconds
-        return protocol.Progress(job_id=self.edit.job_id, text=text, chars=self.reader.chars,
-                                 tokens_per_second=stats.tokens / decoding if decoding > 0 else 0.0, stats=stats,
-                                 attempt=self.attempt)
-
-    def _done(self, finish_reason: protocol.FinishReason, started_at: float) -> protocol.Done:
+    def _reply(self, finish_reason: protocol.FinishReason, started_at: float) -> Reply:
         text = self.reader.result(complete=finish_reason == "stop")
-        return protocol.Done(job_id=self.edit.job_id, text=text, finish_reason=finish_reason,
-                             stats=self._timed(started_at), attempt=self.attempt)
+        return Reply(text, finish_reason, self._timed(started_at), self.attempt)
 
     def _why(self, exc: Exception) -> str:
         if isinstance(exc, openai.APITimeoutError):

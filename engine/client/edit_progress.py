@@ -6,12 +6,13 @@ from __future__ import annotations
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from engine.protocol import Stats
+from engine.client.attempts import tokens_per_second
+from engine.client.protocol import Stats
 
 
 def describe(stats: Stats) -> str:
     """One line of decoding statistics, for the bar."""
-    rate = stats.tokens / (stats.seconds - stats.prefill_seconds) if stats.seconds > stats.prefill_seconds else 0.0
+    rate = tokens_per_second(stats)
     accepted = f" · {stats.accepted / stats.drafted:.0%} of {stats.drafted} drafted accepted" if stats.drafted else ""
     return f"{stats.tokens} tokens · {rate:.1f} tok/s · {stats.target_forward_passes} target passes{accepted}"
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.guard import ASKS_TO_DELETE, CALLABLE, Definition, language_of, parses, removed_definitions, top_level
-from engine.protocol import Partial
+from engine.client.guard import ASKS_TO_DELETE, CALLABLE, Definition, language_of, parses, removed_definitions, top_level
+from engine.client.protocol import Partial
 
 NAMED = 3
 """Items a message names before it says how many more."""

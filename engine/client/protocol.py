@@ -224,7 +224,7 @@ class Progress(Message, tag="progress"):
 
 
 class Partial(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """How a reply that covered only part of the file became the file (engine/merge.py)."""
+    """How a reply that covered only part of the file became the file (engine/client/merge.py)."""
 
     how: Literal["merged", "apply_pass"]
     """``merged``: the reply's items replaced the file's by kind and name; ``apply_pass``:

@@ -5,7 +5,7 @@ library and platformdirs (never torch). A daemon is named by an ADDRESS: a Unix
 socket path, or ``tcp://HOST:PORT``. Next to each address live its lock/pid file
 and its log file, so a client that spawned a daemon can point the user at the log.
 An OpenAI-compatible serving engine (vLLM, SGLang, llama.cpp's server) is named
-``openai:URL`` (engine/remote.py talks to it).
+``openai:URL`` (engine/client/remote.py talks to it).
 """
 
 from __future__ import annotations

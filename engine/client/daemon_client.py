@@ -1,15 +1,14 @@
 """Client of the engine daemon: connect, auto-spawn, reconnect, stream jobs.
 
 The language server and `blazedit edit|engine status|engine stop` use it. It lives
-next to the protocol and, like it, never pulls in torch: it speaks engine.protocol
+next to the protocol and, like it, never pulls in torch: it speaks engine.client.protocol
 over a socket and starts the daemon as a separate process (``python -m engine.cli
 engine serve``). One connection carries many jobs; a reader task routes each reply
-to its job's queue.
+to its job's queue. It is one ``EngineBackend`` (engine/client/backend.py).
 
 Addresses: ``auto`` (the per-user default socket; spawn a detached daemon there
 if none answers), ``embedded`` (a private daemon on a private socket that exits
-with this process), a socket path, or ``tcp://HOST:PORT``. ``engine_client()``
-also takes ``openai:URL``, an OpenAI-compatible server (engine/remote.py).
+with this process), a socket path, or ``tcp://HOST:PORT``.
 """
 
 from __future__ import annotations
@@ -27,10 +26,11 @@ from pathlib import Path
 from typing import AsyncIterator
 
 import engine
-from engine import protocol
-from engine.address import (EXIT_ALREADY_RUNNING, TOKEN_ENV, Address, AddressError, default_address, is_openai,
+from engine.client import protocol
+from engine.client.address import (EXIT_ALREADY_RUNNING, TOKEN_ENV, Address, AddressError, default_address,
                             lock_owner, parse_address, runtime_dir)
-from engine.errors import EngineUnavailable  # noqa: F401 - re-exported: callers import it from here
+from engine.client.backend import EngineBackend
+from engine.client.errors import EngineUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -116,10 +116,11 @@ class ClientConnection:
         await asyncio.gather(self.reader_task, return_exceptions=True)
 
 
-class EngineClient:
-    """``async for msg in client.edit(protocol.Edit(...))`` yields Queued/Started/
-    Progress, then exactly one Done or Error; any failure to reach the daemon
-    raises ``EngineUnavailable``."""
+class EngineClient(EngineBackend):
+    """The engine daemon's backend: jobs over one connection, spawning the daemon where allowed."""
+
+    warms = True
+    manages = True
 
     def __init__(self, address: str = "auto", *, model: str | None = None, draft: str | None = None,
                  token: str | None = None, spawn: bool | None = None, spawn_timeout: float = 120.0,
@@ -226,13 +227,6 @@ class EngineClient:
         if self._private_dir:
             shutil.rmtree(self._private_dir, ignore_errors=True)
             self._private_dir = None
-
-    async def __aenter__(self) -> "EngineClient":
-        await self.connect()
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.close()
 
     # ------------------------------------------------------------ connecting
 
@@ -362,17 +356,6 @@ class EngineClient:
 
     def _log_hint(self) -> str:
         return f"Daemon log: {self.log_path}" if self.log_path and not self.address.is_tcp else ""
-
-
-def engine_client(address: str = "auto", *, engine_model: str | None = None, **daemon):
-    """The client for ``address``: an OpenAI-compatible server's (engine/remote.py's
-    RemoteEngineClient, same surface) for ``openai:URL``, serving ``engine_model``;
-    else the daemon's, with ``daemon``'s options (which a remote server ignores)."""
-    if is_openai(address):
-        from engine.remote import RemoteEngineClient
-
-        return RemoteEngineClient(address, model=engine_model, client_name=daemon.get("client_name", "blazedit-lsp"))
-    return EngineClient(address, **daemon)
 
 
 async def _wait_process(process: subprocess.Popen, timeout: float) -> None:

@@ -1,0 +1,1 @@
+"""What the language server may import: the engine seen from outside, no torch."""

@@ -17,6 +17,7 @@ about a minute).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -25,7 +26,9 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -169,50 +172,26 @@ def open_file(page, url: str) -> None:
     expect(page.locator("#blazedit\\.blazedit")).to_contain_text("Blazedit", timeout=UI_MS)
 
 
-@pytest.mark.timeout(900)
-def test_ai_edit_in_code_server(tmp_path: Path, vsix: Path) -> None:
-    from editor_engine import SOURCE, add_hints, serve_fake_engine
-    from playwright.sync_api import expect, sync_playwright
+@contextlib.contextmanager
+def workbench(tmp_path: Path, vsix: Path, source: str, respond=None, **settings) -> Iterator[tuple]:
+    """code-server with the extension, on a project holding `source`, shown in chromium,
+    its engine scripted by `respond` (editor_engine's default if None): yields (the page,
+    the file, the served engine); on a failure, a screenshot and the server's last output."""
+    from editor_engine import serve_fake_engine
+    from playwright.sync_api import sync_playwright
 
-    path, home = project(tmp_path, SOURCE)
-    folder = path.parent
-    with serve_fake_engine() as served:
-        served.engine.hold = True
+    path, home = project(tmp_path, source, **settings)
+    with serve_fake_engine(*([respond] if respond else [])) as served:
         env = {**os.environ, "XDG_RUNTIME_DIR": str(served.runtime), "HOME": str(home)}
         server = CodeServer(home, env)
         server.install(vsix)
-        url = server.start(folder)
+        url = server.start(path.parent)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             try:
                 open_file(page, url)
-
-                # 1. An edit, cancelled while the engine holds it: the buffer stays as it was.
-                run_command(page, "Blazedit: AI edit whole file")
-                answer_input(page, "add type hints")
-                expect(page.locator("#blazedit\\.blazedit")).to_contain_text("add type hints", timeout=UI_MS)
-                running = status_text(page)
-                run_command(page, "Blazedit: Cancel")
-                expect(page.locator("#blazedit\\.blazedit")).not_to_contain_text("add type hints", timeout=UI_MS)
-                first = served.engine.jobs[0]
-                assert first.cancelled.is_set() and first.finish_reason == "cancelled"
-                expect(page.locator(".tab.active")).to_have_count(1)
-                expect(page.locator(".tab.active.dirty")).to_have_count(0)  # nothing applied
-
-                # 2. The same edit, released: the buffer becomes the engine's result.
-                run_command(page, "Blazedit: AI edit whole file")
-                answer_input(page, "add type hints")
-                expect(page.locator("#blazedit\\.blazedit")).to_contain_text("add type hints", timeout=UI_MS)
-                second = served.engine.jobs[1]
-                served.release(second)
-                expect(page.locator(".monaco-editor .view-lines").first).to_contain_text(
-                    "dict[str, int]", timeout=UI_MS)
-                expect(page.locator("#blazedit\\.blazedit")).not_to_contain_text("add type hints", timeout=UI_MS)
-                page.keyboard.press("Control+S")
-                expected = add_hints(second.edit)[0]
-                expect(page.locator(".tab.active.dirty")).to_have_count(0, timeout=UI_MS)
-                page.screenshot(path=str(tmp_path / "vscode.png"))
+                yield page, path, served
             except Exception:
                 page.screenshot(path=str(tmp_path / "vscode-failure.png"))
                 print("".join(server.output[-80:]))
@@ -220,6 +199,41 @@ def test_ai_edit_in_code_server(tmp_path: Path, vsix: Path) -> None:
             finally:
                 browser.close()
                 server.stop()
+
+
+@pytest.mark.timeout(900)
+def test_ai_edit_in_code_server(tmp_path: Path, vsix: Path) -> None:
+    from editor_engine import SOURCE, add_hints
+    from playwright.sync_api import expect
+
+    with workbench(tmp_path, vsix, SOURCE) as (page, path, served):
+        served.engine.hold = True
+
+        # 1. An edit, cancelled while the engine holds it: the buffer stays as it was.
+        run_command(page, "Blazedit: AI edit whole file")
+        answer_input(page, "add type hints")
+        expect(page.locator("#blazedit\\.blazedit")).to_contain_text("add type hints", timeout=UI_MS)
+        running = status_text(page)
+        run_command(page, "Blazedit: Cancel")
+        expect(page.locator("#blazedit\\.blazedit")).not_to_contain_text("add type hints", timeout=UI_MS)
+        first = served.engine.jobs[0]
+        assert first.cancelled.is_set() and first.finish_reason == "cancelled"
+        expect(page.locator(".tab.active")).to_have_count(1)
+        expect(page.locator(".tab.active.dirty")).to_have_count(0)  # nothing applied
+
+        # 2. The same edit, released: the buffer becomes the engine's result.
+        run_command(page, "Blazedit: AI edit whole file")
+        answer_input(page, "add type hints")
+        expect(page.locator("#blazedit\\.blazedit")).to_contain_text("add type hints", timeout=UI_MS)
+        second = served.engine.jobs[1]
+        served.release(second)
+        expect(page.locator(".monaco-editor .view-lines").first).to_contain_text(
+            "dict[str, int]", timeout=UI_MS)
+        expect(page.locator("#blazedit\\.blazedit")).not_to_contain_text("add type hints", timeout=UI_MS)
+        page.keyboard.press("Control+S")
+        expected = add_hints(second.edit)[0]
+        expect(page.locator(".tab.active.dirty")).to_have_count(0, timeout=UI_MS)
+        page.screenshot(path=str(tmp_path / "vscode.png"))
     assert "add type hints" in running and "Blazedit" in running, running
     assert second.edit.instruction == "add type hints"
     assert path.read_text() == expected
@@ -236,9 +250,15 @@ def problems(page) -> list[str]:
 def click_lens(page, title: str) -> None:
     """Click the code lens command `title` ("Keep", "Reject") of the topmost hunk."""
     lenses = page.locator(".monaco-editor .codelens-decoration a", has_text=re.compile(rf"^{title}$"))
-    lenses.first.wait_for(timeout=UI_MS)
-    tops = [lenses.nth(i).bounding_box()["y"] for i in range(lenses.count())]
-    lenses.nth(tops.index(min(tops))).click(timeout=UI_MS)
+    deadline = time.monotonic() + UI_MS / 1000
+    while True:  # a lens being replaced (codeLens/refresh) is in the page but has no box yet
+        lenses.first.wait_for(timeout=UI_MS)
+        tops = {i: box["y"] for i in range(lenses.count()) if (box := lenses.nth(i).bounding_box())}
+        if tops or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert tops, f"no {title} lens is shown"
+    lenses.nth(min(tops, key=tops.get)).click(timeout=UI_MS)
 
 
 @pytest.mark.timeout(900)
@@ -247,58 +267,41 @@ def test_review_reject_through_a_lens_keep_one_leave_one(tmp_path: Path, vsix: P
     the Problems view; a click on the first hunk's Reject puts its line back, a click on the
     next one's Keep keeps it, the third is left; the diagnostics go as the hunks settle, and
     the saved file has exactly the kept and the left hunks."""
-    from editor_engine import REVIEW_HINTS, REVIEW_SOURCE, review_hints, serve_fake_engine
-    from playwright.sync_api import expect, sync_playwright
+    from editor_engine import REVIEW_HINTS, REVIEW_SOURCE, review_hints
+    from playwright.sync_api import expect
 
-    path, home = project(tmp_path, REVIEW_SOURCE)
     (first_old, first_new), (second_old, second_new), (third_old, third_new) = REVIEW_HINTS.items()
     seen: dict[str, list[str]] = {}
-    with serve_fake_engine(review_hints) as served:
-        env = {**os.environ, "XDG_RUNTIME_DIR": str(served.runtime), "HOME": str(home)}
-        server = CodeServer(home, env)
-        server.install(vsix)
-        url = server.start(path.parent)
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            editor = page.locator(".monaco-editor .view-lines").first
-            rows = page.locator(".markers-panel .monaco-list-row", has_text="AI change")
-            reject_lenses = page.locator(".monaco-editor .codelens-decoration a", has_text="Reject")
-            try:
-                open_file(page, url)
-                run_command(page, "View: Focus Problems")
-                page.locator(".markers-panel").wait_for(timeout=UI_MS)
-                run_command(page, "Blazedit: AI edit whole file")
-                answer_input(page, "add type hints")
-                expect(editor).to_contain_text(third_new, timeout=UI_MS)
-                expect(rows).to_have_count(3, timeout=UI_MS)
-                expect(reject_lenses).to_have_count(3, timeout=UI_MS)
-                seen["edited"] = problems(page)
+    with workbench(tmp_path, vsix, REVIEW_SOURCE, review_hints) as (page, path, served):
+        editor = page.locator(".monaco-editor .view-lines").first
+        rows = page.locator(".markers-panel .monaco-list-row", has_text="AI change")
+        reject_lenses = page.locator(".monaco-editor .codelens-decoration a", has_text="Reject")
+        run_command(page, "View: Focus Problems")
+        page.locator(".markers-panel").wait_for(timeout=UI_MS)
+        run_command(page, "Blazedit: AI edit whole file")
+        answer_input(page, "add type hints")
+        expect(editor).to_contain_text(third_new, timeout=UI_MS)
+        expect(rows).to_have_count(3, timeout=UI_MS)
+        expect(reject_lenses).to_have_count(3, timeout=UI_MS)
+        seen["edited"] = problems(page)
 
-                click_lens(page, "Reject")
-                expect(editor).to_contain_text(first_old, timeout=UI_MS)
-                expect(rows).to_have_count(2, timeout=UI_MS)
-                seen["rejected"] = problems(page)
-                # the lenses follow (codeLens/refresh): click none of the rejected hunk's
-                expect(reject_lenses).to_have_count(2, timeout=UI_MS)
+        click_lens(page, "Reject")
+        expect(editor).to_contain_text(first_old, timeout=UI_MS)
+        expect(rows).to_have_count(2, timeout=UI_MS)
+        seen["rejected"] = problems(page)
+        # the lenses follow (codeLens/refresh): click none of the rejected hunk's
+        expect(reject_lenses).to_have_count(2, timeout=UI_MS)
 
-                click_lens(page, "Keep")
-                expect(rows).to_have_count(1, timeout=UI_MS)
-                seen["kept"] = problems(page)
-                expect(reject_lenses).to_have_count(1, timeout=UI_MS)
+        click_lens(page, "Keep")
+        expect(rows).to_have_count(1, timeout=UI_MS)
+        seen["kept"] = problems(page)
+        expect(reject_lenses).to_have_count(1, timeout=UI_MS)
 
-                page.locator(".monaco-editor .view-lines").first.click()
-                page.keyboard.press("Control+S")
-                expect(page.locator(".tab.active.dirty")).to_have_count(0, timeout=UI_MS)
-                page.screenshot(path=str(tmp_path / "vscode-review.png"))
-            except Exception:
-                page.screenshot(path=str(tmp_path / "vscode-failure.png"))
-                print("".join(server.output[-80:]))
-                raise
-            finally:
-                browser.close()
-                server.stop()
-        (job,) = served.engine.jobs
+        editor.click()
+        page.keyboard.press("Control+S")
+        expect(page.locator(".tab.active.dirty")).to_have_count(0, timeout=UI_MS)
+        page.screenshot(path=str(tmp_path / "vscode-review.png"))
+    (job,) = served.engine.jobs
     assert job.edit.instruction == "add type hints"
     assert seen["edited"] == [f"AI change {i}/3: replaced 1 line" for i in (1, 2, 3)], seen
     assert seen["rejected"] == [f"AI change {i}/2: replaced 1 line" for i in (1, 2)], seen
@@ -311,49 +314,33 @@ def test_review_preview_lets_the_user_untick_a_change_before_anything_lands(tmp_
     """review "preview": the finished edit opens VS Code's Refactor Preview with one entry per
     AI change, none ticked (each needs confirmation) and nothing in the buffer yet; the user
     ticks the second and third and clicks Apply: only those two land."""
-    from editor_engine import REVIEW_HINTS, REVIEW_SOURCE, review_hints, serve_fake_engine
-    from playwright.sync_api import expect, sync_playwright
+    from editor_engine import REVIEW_HINTS, REVIEW_SOURCE, review_hints
+    from playwright.sync_api import expect
 
-    path, home = project(tmp_path, REVIEW_SOURCE, **{"blazedit.review": "preview"})
     (first_old, first_new), (second_old, second_new), (third_old, third_new) = REVIEW_HINTS.items()
-    with serve_fake_engine(review_hints) as served:
-        env = {**os.environ, "XDG_RUNTIME_DIR": str(served.runtime), "HOME": str(home)}
-        server = CodeServer(home, env)
-        server.install(vsix)
-        url = server.start(path.parent)
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            editor = page.locator(".monaco-editor .view-lines").first
-            panel = page.locator("#workbench\\.parts\\.panel")
-            try:
-                open_file(page, url)
-                run_command(page, "Blazedit: AI edit whole file")
-                answer_input(page, "add type hints")
-                expect(panel.locator(".monaco-list-row", has_text="def ")).to_have_count(3, timeout=UI_MS)
-                rows = [panel.locator(".monaco-list-row", has_text=new) for new in (first_new, second_new, third_new)]
-                for row in rows:
-                    expect(row.get_by_role("checkbox")).not_to_be_checked(timeout=UI_MS)
-                expect(editor).not_to_contain_text("dict[str, int]")  # nothing has landed
-                for row in rows[1:]:
-                    row.get_by_role("checkbox").click(timeout=UI_MS)
-                    expect(row.get_by_role("checkbox")).to_be_checked(timeout=UI_MS)
-                page.screenshot(path=str(tmp_path / "vscode-preview.png"))
-                panel.get_by_role("button", name="Apply").click(timeout=UI_MS)
-                expect(editor).to_contain_text(third_new, timeout=UI_MS)
-                expect(editor).to_contain_text(second_new, timeout=UI_MS)
-                editor.click()
-                page.keyboard.press("Control+S")
-                expect(page.locator(".tab.active.dirty")).to_have_count(0, timeout=UI_MS)
-                page.screenshot(path=str(tmp_path / "vscode-preview-applied.png"))
-            except Exception:
-                page.screenshot(path=str(tmp_path / "vscode-failure.png"))
-                print("".join(server.output[-80:]))
-                raise
-            finally:
-                browser.close()
-                server.stop()
-        (job,) = served.engine.jobs
+    settings = {"blazedit.review": "preview"}
+    with workbench(tmp_path, vsix, REVIEW_SOURCE, review_hints, **settings) as (page, path, served):
+        editor = page.locator(".monaco-editor .view-lines").first
+        panel = page.locator("#workbench\\.parts\\.panel")
+        run_command(page, "Blazedit: AI edit whole file")
+        answer_input(page, "add type hints")
+        expect(panel.locator(".monaco-list-row", has_text="def ")).to_have_count(3, timeout=UI_MS)
+        rows = [panel.locator(".monaco-list-row", has_text=new) for new in (first_new, second_new, third_new)]
+        for row in rows:
+            expect(row.get_by_role("checkbox")).not_to_be_checked(timeout=UI_MS)
+        expect(editor).not_to_contain_text("dict[str, int]")  # nothing has landed
+        for row in rows[1:]:
+            row.get_by_role("checkbox").click(timeout=UI_MS)
+            expect(row.get_by_role("checkbox")).to_be_checked(timeout=UI_MS)
+        page.screenshot(path=str(tmp_path / "vscode-preview.png"))
+        panel.get_by_role("button", name="Apply").click(timeout=UI_MS)
+        expect(editor).to_contain_text(third_new, timeout=UI_MS)
+        expect(editor).to_contain_text(second_new, timeout=UI_MS)
+        editor.click()
+        page.keyboard.press("Control+S")
+        expect(page.locator(".tab.active.dirty")).to_have_count(0, timeout=UI_MS)
+        page.screenshot(path=str(tmp_path / "vscode-preview-applied.png"))
+    (job,) = served.engine.jobs
     assert job.edit.instruction == "add type hints"
     assert path.read_text() == REVIEW_SOURCE.replace(second_old, second_new).replace(third_old, third_new)
     assert first_new not in path.read_text()

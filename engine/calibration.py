@@ -169,7 +169,8 @@ def choose(calibration: Calibration, targets: list[Setting], drafts: list[Settin
         predicted[t, d] = math.exp(sum(map(math.log, times)) / len(times))
         per_edit.append(times)
     best = min(predicted, key=lambda pair: (predicted[pair], pairs.index(pair)))
-    best_per_edit = [pairs[min(range(len(pairs)), key=lambda i: per_edit[i][e])] for e in range(len(MIX))]
+    best_per_edit = [pairs[min(range(len(pairs)), key=lambda i: (per_edit[i][e], pairs[i] != best))]  # ties: the choice
+                     for e in range(len(MIX))]
     return Choice(best[0], best[1], predicted, best_per_edit)
 
 

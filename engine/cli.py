@@ -69,7 +69,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_engine_option(edit)
     add_engine_commands(sub)
     add_bench_command(sub)
+    _verbose_after_the_command(parser)
     return parser
+
+
+def _verbose_after_the_command(parser: argparse.ArgumentParser) -> None:
+    """``-v`` after a command too (``blazedit edit -v``, as the docs write it), not only before it."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                command.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                                     help="-v info, -vv debug logging")
+                _verbose_after_the_command(command)
 
 
 def add_bench_command(sub) -> None:

@@ -164,7 +164,7 @@ def _load_llama(spec: str, device: str | None, dtype: str | None, threads: int |
     except ImportError:
         raise ModelError(LLAMA_MISSING) from None
     exact = batch_invariant() and not fast_kernels
-    if not batch_invariant():
+    if not exact and not fast_kernels:  # the exact kernels asked for, but this build has none
         log.warning("this llama-cpp-python was built with llamafile's sgemm, so a verification pass can round "
                     "differently from a one-token step and flip a near-tie (the output may differ between "
                     "methods and runs); for exact output rebuild it: %s", REBUILD)

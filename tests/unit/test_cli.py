@@ -86,6 +86,13 @@ def test_unknown_method_is_refused_by_the_parser(capsys, source):
     assert exc.value.code == 2
 
 
+@pytest.mark.parametrize("argv", [["-v", "edit", "a.py", "-i", "x"], ["edit", "a.py", "-i", "x", "-v"],
+                                  ["engine", "status", "-v"], ["-v", "engine", "calibrate"]])
+def test_verbose_goes_before_or_after_the_command(argv):
+    assert cli.build_parser().parse_args(argv).verbose == 1
+    assert cli.build_parser().parse_args([a for a in argv if a != "-v"]).verbose == 0
+
+
 def test_file_too_large_for_the_context(capsys, tmp_path):
     path = tmp_path / "big.py"
     path.write_text("x = 1\n" * 6000)  # byte tokenizer: 36K tokens > 32K context

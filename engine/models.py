@@ -287,13 +287,18 @@ def _cache_ok(directory: Path) -> bool:
 def _convert(gguf: Path, converted: Path, digest: str) -> Path:
     """Dequantise a GGUF once (slow: tens of seconds) and save a bf16 safetensors copy."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
 
     log.info("converting %s to a bf16 cache at %s (once; takes a minute on CPU)", gguf, converted)
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()  # not its advice on running packed GGUF weights: saved dense below
     try:
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     except Exception as exc:  # transformers raises many types for a bad file
         raise ModelError(f"cannot load GGUF {gguf}: {exc}") from exc
+    finally:
+        transformers_logging.set_verbosity(verbosity)
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config

@@ -12,7 +12,7 @@ import copy
 import logging
 import os
 from dataclasses import dataclass
-from typing import Callable, Generator, Iterator
+from typing import Callable, Generator, Iterator, Sequence
 
 import msgspec
 import torch
@@ -26,17 +26,16 @@ from engine.client.errors import JobError
 from engine.client.protocol import DecodingOptions, FinishReason, ModelInfo, Partial, Region, Stats
 from engine.completion import Completion, PredictionUsage, prediction_usage, render, safe_length
 from engine.decoding import strategies
-from engine.decoding.cached_model import CachedModel, common_prefix_length
+from engine.decoding.cached_model import CachedModel, Grid, common_prefix_length
 from engine.decoding.cost import ForwardCost
 from engine.decoding.lookup import EncodedPrompt
-from engine.decoding.loop import DecodeStep, Detokenizer, StopRule, generate, stop_string_at
+from engine.decoding.loop import PREFILL_CHUNK_TOKENS, DecodeStep, Detokenizer, StopRule, generate, stop_string_at
 from engine.prefix_cache import MIN_REUSE_TOKENS, PrefixCache
 from engine.runtimes.base import open_runtime
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PREFIX_CACHE_BYTES = 1 << 30
-WARM_CHUNK_TOKENS = 128  # prefill per forward pass while warming: an edit waits for at most one such pass
 WARM_MARGIN_TOKENS = 4  # warming stops this short of the file's end: tokens at the boundary may merge differently
 PLAN_TOKENS = 256  # room for the sentence a second attempt writes before the file
 
@@ -114,7 +113,7 @@ class Engine:
         self.choice = choice
         self.prefix_cache = PrefixCache(prefix_cache_bytes)
         self.eos = target.eos
-        self.warm_chunk_tokens = WARM_CHUNK_TOKENS
+        self.prefill_chunk_tokens = PREFILL_CHUNK_TOKENS  # the grid prompts are fed on (cached_model.py)
 
     @classmethod
     def load(cls, model: str = DEFAULT_TARGET, draft: str | None = "default", *,
@@ -204,6 +203,7 @@ class Engine:
         span = (region.start, region.end) if region is not None else None
         attempts = EditAttempts(text, instruction, path, language, span, retry_unchanged)
         encoded = self.encode(attempts.first.prompt)
+        shared = self.warm_prefix(text, path, language)  # every attempt's prompt starts so: the grid's shared point
         rewritten = text[span[0]:span[1]] if span else text
         file_tokens = len(self.tokenizer(rewritten, add_special_tokens=False)["input_ids"])
         context = self.loaded_target.context_tokens
@@ -228,12 +228,12 @@ class Engine:
                 max_new = options.max_new_tokens or min(max_new_tokens_for(file_tokens), room)
             # a second attempt needs the least room an edit accepts; an apply pass, all of its own
             fits = max_new >= needed if attempt.kind == "plan_first" else max_new <= room
-            outcome = (yield from self._attempt(attempt, encoded, max_new, method, options, should_stop)) \
+            outcome = (yield from self._attempt(attempt, encoded, shared, max_new, method, options, should_stop)) \
                 if fits else None
             attempt = attempts.next(outcome)
         yield attempts.final
 
-    def _attempt(self, attempt: Attempt, encoded: EncodedPrompt, max_new: int, method: str,
+    def _attempt(self, attempt: Attempt, encoded: EncodedPrompt, shared: list[int], max_new: int, method: str,
                  options: DecodingOptions, should_stop: Callable[[], bool]) -> Generator[EditStep, None, Result]:
         """One decoding of an edit prompt: yields its EditSteps, returns its Result."""
         prompt = attempt.prompt
@@ -244,7 +244,7 @@ class Engine:
         tokens: list[int] = []
         if attempt.number > 1:  # tells a consumer to start the file again
             yield EditStep("", 0, Stats(), attempt.number)
-        with contextlib.closing(self._decode(encoded, detok, stop, method, options, should_stop)) as steps:
+        with contextlib.closing(self._decode(encoded, detok, stop, method, options, should_stop, shared)) as steps:
             for step in steps:
                 tokens += step.tokens
                 new = reader.feed(detok.text[streamed:])
@@ -291,49 +291,62 @@ class Engine:
                 yield CompletionResult(detok.text[:cut], step.finish_reason, _copy(step.stats), tokens, usage)
 
     def _decode(self, prompt: EncodedPrompt, detok: Detokenizer, stop: StopRule, method: str,
-                options: DecodingOptions, should_stop: Callable[[], bool]) -> Iterator[DecodeStep]:
+                options: DecodingOptions, should_stop: Callable[[], bool],
+                shared: Sequence[int] = ()) -> Iterator[DecodeStep]:
         """The decoding loop on the loaded models, reusing and then filing the prompt's KV
-        cache; steps count the draft model's passes too."""
+        cache; its prefill is fed on the grid with the end of ``shared`` (the warm prefix
+        of the file being edited) as its shared point, and only the grid's part is filed:
+        that is what a cold prefill computes the same. Steps count the draft model's passes too."""
         ids = prompt.ids
+        grid = self._grid(ids, shared)
         models_in_use = self._models
         self.prefix_cache.reuse(models_in_use, ids)
         strategy = strategies.make(method, options, self.draft_model, self.eos, self.target_cost, self.draft_cost,
                                     prompt)
         draft_passes = self.draft_model.forward_passes if self.draft_model else 0
         try:
-            for step in generate(self.target_model, strategy, ids, detok, stop, should_stop):
+            for step in generate(self.target_model, strategy, ids, detok, stop, should_stop, grid):
                 if self.draft_model:
                     step.stats.draft_forward_passes = self.draft_model.forward_passes - draft_passes
                 yield step
         except torch.OutOfMemoryError as exc:
             raise JobError("model_error", f"out of memory while decoding: {exc}") from exc
         finally:
-            self.prefix_cache.remember(models_in_use, ids)
+            settled = self.target_model.settled
+            self.prefix_cache.remember(models_in_use, ids[:min(settled, grid.shared or settled)])
+
+    def _grid(self, ids: Sequence[int], shared: Sequence[int]) -> Grid:
+        """The prefill grid of a prompt that begins with ``shared`` (a warm prefix), if it does."""
+        starts = len(shared) < len(ids) and common_prefix_length(ids, shared) == len(shared)
+        return Grid(self.prefill_chunk_tokens, len(shared) if starts else 0)
 
     def warm(self, text: str, *, path: str = "", language: str | None = None,
              should_stop: Callable[[], bool] = lambda: False) -> int:
         """Prefill the prompt prefix every edit of ``text`` shares (system message and
-        file) into the target's and the draft's caches, ``warm_chunk_tokens`` per forward
-        pass, polling ``should_stop`` before each; file what was prefilled in the prefix
-        cache. Returns how many prefix tokens both caches now hold (0: nothing to warm)."""
+        file) into the target's and the draft's caches, on the grid the file's edits
+        prefill it on (``prefill_chunk_tokens`` a forward pass, the last piece ending at
+        the prefix's end), polling ``should_stop`` before each pass; file what was
+        prefilled in the prefix cache. Returns how many prefix tokens both caches now
+        hold (0: nothing to warm)."""
         prefix = self.warm_prefix(text, path, language)
         if len(prefix) < MIN_REUSE_TOKENS:
             return 0
         if len(prefix) + 256 > self.loaded_target.context_tokens:
             log.info("not warming a file of %d prompt tokens: too large for the context", len(prefix))
             return 0
+        grid = Grid(self.prefill_chunk_tokens, len(prefix))  # as the file's edits will prefill it
         models_in_use = self._models
         if all(self.prefix_cache.held(i, m, prefix) >= len(prefix) for i, m in enumerate(models_in_use)):
             return len(prefix)  # already cached: nothing to do
         self.prefix_cache.reuse(models_in_use, prefix)
         for model in models_in_use:
-            model.crop(common_prefix_length(model.tokens, prefix))
+            model.keep_settled(prefix, grid)
         try:
-            while not should_stop():  # one chunk at a time, to whichever model is furthest behind
+            while not should_stop():  # one piece at a time, to whichever model is furthest behind
                 model = min(models_in_use, key=lambda m: len(m.tokens))
                 if len(model.tokens) >= len(prefix):
                     break
-                model.feed(prefix[len(model.tokens):len(model.tokens) + self.warm_chunk_tokens])
+                model.feed_settled(prefix, grid)
         except torch.OutOfMemoryError as exc:
             raise JobError("model_error", f"out of memory while warming: {exc}") from exc
         finally:

@@ -183,7 +183,7 @@ class Stats(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     prompt_tokens: int = 0
     cached_tokens: int = 0
     tokens: int = 0
-    target_forward_passes: int = 0
+    target_forward_passes: int = 0  # the prefill counts as one, however many chunks it was fed in
     draft_forward_passes: int = 0
     drafted: int = 0
     accepted: int = 0

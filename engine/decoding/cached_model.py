@@ -1,14 +1,23 @@
-"""A runtime plus the tokens its KV cache holds, and the one verify step.
+"""A runtime plus the tokens its KV cache holds, how a prompt is fed into it, and the
+one verify step.
 
 ``verify`` is the whole of speculative decoding's acceptance rule, used at both
 layers of Blazedit: the target verifies the draft model's proposal, and the draft
 model verifies prompt lookup's proposal.
+
+Prompts are fed on a grid (``Grid``, ``keep_settled``, ``feed_settled``): on kernels that are not
+batch-invariant (bf16 torch, llama.cpp's own) a token's cached keys and values depend
+on the shape of the pass that fed it: the next token's scores moved by up to 0.5 on the
+default 1.5B model between a one-pass and a chunked prefill (docs/performance.md). Feeding
+every prompt in the same pieces, and reusing a cache only up to where the pieces agree,
+makes the cache hold the same values whether the prompt was prefilled now, warmed earlier
+or shared with another prompt: the output does not depend on what happened to be cached.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 from engine.decoding.cost import ForwardCost
 from engine.runtimes.base import Runtime
@@ -28,6 +37,25 @@ def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
     return lo
 
 
+class Grid(NamedTuple):
+    """Where a prompt's prefill passes end: at every multiple of ``chunk``, and at
+    ``shared``, the end of the part every edit of a file shares (system message and file;
+    0: none), so that a warm can stop there and an edit go on from there."""
+
+    chunk: int
+    shared: int = 0
+
+    def floor(self, n: int) -> int:
+        """The last point at or before ``n``."""
+        aligned = n - n % self.chunk
+        return self.shared if aligned < self.shared <= n else aligned
+
+    def next(self, n: int) -> int:
+        """The first point after ``n``."""
+        after = n - n % self.chunk + self.chunk
+        return self.shared if n < self.shared < after else after
+
+
 class CachedModel:
     def __init__(self, runtime: Runtime, learns: ForwardCost | None = None):
         """``learns``: a cost model that the timings of this model's passes refine (only
@@ -35,6 +63,8 @@ class CachedModel:
         self.runtime = runtime
         self.learns = learns
         self.tokens: list[int] = []  # what the KV cache holds, position by position
+        self.settled = 0  # positions [0, settled) were fed piece by piece on a grid (feed_settled)
+        self.settled_shared = 0  # that grid's shared point
         self.forward_passes = 0
 
     def sync(self, seq: Sequence[int]) -> None:
@@ -46,23 +76,43 @@ class CachedModel:
         if keep < len(self.tokens):
             self.runtime.truncate(keep)
             del self.tokens[keep:]
+        self.settled = min(self.settled, keep)
 
     def reset(self) -> None:
         """Empty the KV cache."""
         self.runtime.truncate(0)
         self.tokens.clear()
+        self.settled = 0
 
-    def feed(self, tokens: Sequence[int]) -> None:
-        """Append ``tokens`` to the cache in one forward pass whose choices are not needed
-        (a chunk of a prefill ahead of any edit: prompt warming)."""
-        self.runtime.forward(tokens, keep=1)
-        self.tokens.extend(tokens)
+    def keep_settled(self, seq: Sequence[int], grid: Grid) -> None:
+        """Crop the cache to the part of ``seq`` it holds as a prefill on ``grid`` would
+        compute it: settled, up to a point of ``grid`` that the grid it was fed on has
+        too, with the same piece before it (every multiple of the chunk up to both grids'
+        shared points; every point, where those are the same). One chunk size an engine."""
+        keep = min(common_prefix_length(self.tokens, seq), self.settled)
+        if self.settled_shared != grid.shared:
+            keep = min(keep, *(shared for shared in (self.settled_shared, grid.shared) if shared))
+            keep -= keep % grid.chunk
+        self.crop(grid.floor(keep))
+        self.settled_shared = grid.shared
+
+    def feed_settled(self, seq: Sequence[int], grid: Grid) -> None:
+        """Feed ``seq`` from the cache's end to the next point of ``grid`` in one pass
+        whose choices are not needed (a prefill); after ``keep_settled`` on that grid."""
+        start, end = len(self.tokens), grid.next(len(self.tokens))
+        assert start == self.settled and grid.shared == self.settled_shared and end <= len(seq), (start, end)
+        self.runtime.forward(seq[start:end], keep=1)
+        self.tokens.extend(seq[start:end])
+        self.settled = end
         self.forward_passes += 1
 
     def adopt(self, tokens: Sequence[int], snapshot) -> None:
-        """Take over a cache saved earlier for ``tokens`` (prefix reuse)."""
+        """Take over a cache saved earlier for ``tokens`` (prefix reuse). The prefix cache
+        files settled caches no further than their grid's shared point, so the snapshot's
+        end is a point of its grid, and the only piece that is not a whole chunk ends there."""
         self.runtime.restore(snapshot)
         self.tokens = list(tokens[: snapshot.length])
+        self.settled = self.settled_shared = snapshot.length
 
 
 def verify(model: CachedModel, seq: Sequence[int], proposal: Sequence[int]) -> list[int]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from engine.client import prompts
-from engine.client.protocol import METHODS
+from engine.client.protocol import METHODS, DecodingOptions
 from engine.decoding import divergence
 from engine.local_engine import Engine
 
@@ -101,3 +101,26 @@ def test_every_divergence_from_regular_is_a_near_tie(engine, outputs, capsys):
                   f"{d.gap_batched:+.3f} in a {divergence.BATCHED_PASS_TOKENS}-token pass")
     wide = [(item_id, method, d) for item_id, method, d in report if d.gap > NEAR_TIE[runtime]]
     assert not wide, f"divergences at a wide gap (a bug, not rounding): {wide}"
+
+
+def test_a_warmed_edit_scores_as_a_cold_one(engine):
+    """Warming prefills a file ahead of its edit on the grid every prefill follows
+    (engine/decoding/cached_model.py), so the target's scores after a warmed prompt are bit for
+    bit a cold one's: bf16 torch rounds a pass by its shape, and off the grid they moved by up
+    to 0.7 on this model (docs/performance.md, "The prefill grid")."""
+    item = json.loads((ROOT / "bench" / "data" / "edits-requests.jsonl").open().readline())  # ~600 prompt tokens
+    prompt = engine.encode(prompts.build(item["before"], item["instruction"], item["path"])).ids
+
+    def scores_after_the_prompt():
+        *_, result = engine.edit(item["before"], item["instruction"], path=item["path"], method="regular",
+                                 options=DecodingOptions(max_new_tokens=2), retry_unchanged=False)
+        engine.target_model.crop(len(prompt) - 1)
+        return engine.target_model.runtime.logits(prompt[-1:], keep=1)[0]
+
+    engine.forget()
+    cold = scores_after_the_prompt()
+    engine.forget()
+    assert engine.warm(item["before"], path=item["path"]) >= engine.prefill_chunk_tokens
+    warmed = scores_after_the_prompt()
+    engine.forget()
+    assert (warmed == cold).all(), f"largest difference {abs(warmed - cold).max()}"

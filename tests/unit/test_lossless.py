@@ -5,6 +5,7 @@ import copy
 import dataclasses
 import importlib.util
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -15,8 +16,9 @@ from engine import models
 from engine.client import prompts
 from engine.client.protocol import METHODS, DecodingOptions
 from engine.completion import Completion
-from engine.decoding.cached_model import common_prefix_length
+from engine.decoding.cached_model import Grid, common_prefix_length
 from engine.decoding.cost import ForwardCost
+from engine.decoding.loop import PREFILL_CHUNK_TOKENS
 from engine.local_engine import Engine, Result
 
 # Free: target passes cost the same whatever their length and draft steps nothing, so every
@@ -44,8 +46,7 @@ def cold(engine: Engine, costs: str = "free") -> Engine:
     engine.target_cost, engine.draft_cost = COSTS[costs]
     engine.prefix_cache = type(engine.prefix_cache)(0)
     for model in (engine.target_model, engine.draft_model):
-        model.runtime.truncate(0)
-        model.tokens.clear()
+        model.reset()
     return engine
 
 
@@ -124,20 +125,30 @@ def test_noisy_draft_is_partly_rejected(engines):
     assert 0 < result.stats.accepted < result.stats.drafted
 
 
-def test_cancel_stops_between_forward_passes(engines):
+@pytest.mark.parametrize("chunk", [128, 1024], ids=["prefill-in-chunks", "prefill-in-one-pass"])
+def test_cancel_stops_between_forward_passes(engines, chunk):
+    """Polled before every pass, the prefill's chunks included: a cancel waits for one pass at most."""
     engine = cold(engines["same"])
+    engine.prefill_chunk_tokens = chunk
     calls = []
 
     def should_stop():
         calls.append(1)
-        return len(calls) > 3
+        return len(calls) > 5
 
-    events = list(engine.edit("x = 1\n" * 20, "go", method="regular",
+    before = engine.target_model.forward_passes
+    text = "x = 1\n" * 20
+    events = list(engine.edit(text, "go", method="regular",
                               options=DecodingOptions(max_new_tokens=500), should_stop=should_stop))
+    grid = Grid(chunk, len(engine.warm_prefix(text)))  # pieces end at multiples of chunk and where the file ends
+    engine.prefill_chunk_tokens = PREFILL_CHUNK_TOKENS
     result = events[-1]
+    chunks = sum(1 for n in range(1, result.stats.prompt_tokens) if grid.floor(n) == n)
+    assert chunks == (4 if chunk == 128 else 1)
     assert result.finish_reason == "cancelled"
-    assert result.stats.target_forward_passes == 3
-    assert result.stats.tokens == 3
+    assert engine.target_model.forward_passes - before == 5  # a pass for each poll answered "go on"
+    assert result.stats.target_forward_passes == 5 - chunks  # the prefill counts as one
+    assert result.stats.tokens == 5 - chunks
 
 
 def test_length_limit(engines):
@@ -156,9 +167,52 @@ def test_prefix_reuse_gives_the_same_text(engines):
     again = run(engine, text, "blazedit", options, "add docs")
     shared = common_prefix_length(*(engine.encode(prompts.build(text, i, "t.py")).ids for i in ("add types", "add docs")))
     assert shared > len(text)  # system message and the whole file (byte tokenizer: a token per byte)
-    assert again.stats.cached_tokens == shared  # restored from the prefix cache, not just the live cache
+    # restored from the prefix cache, not just the live cache, as far as the file's warm prefix: the
+    # prefill grid's shared point, where every edit of the file is fed the same
+    assert again.stats.cached_tokens == len(engine.warm_prefix(text, "t.py"))
     assert again.tokens == run(cold(engine), text, "blazedit", options, "add docs").tokens
     assert first.stats.cached_tokens == 0
+
+
+def next_scores(engine: Engine, prompt: list[int]) -> np.ndarray:
+    """The target's scores after ``prompt``, read from the cache an edit left (its last token fed anew)."""
+    model = engine.target_model
+    assert common_prefix_length(model.tokens, prompt) >= len(prompt) - 1
+    model.crop(len(prompt) - 1)
+    return model.runtime.logits(prompt[-1:], keep=1)[0]
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_a_cache_holds_the_same_values_however_its_prompt_was_fed(dtype):
+    """Warmed, reused from another edit's prompt, or prefilled cold: the prompt's cache is bit for
+    bit the same, so is every score after it (a pass's shape changes its rounding: without the
+    prefill grid, the warmed and reused caches differ from the cold one on these very models)."""
+    target = models.load("tiny-random", runtime="torch", dtype=dtype)
+    engine = Engine(target, costs=COSTS["free"])
+    engine.prefill_chunk_tokens = 64
+    text = "\n".join(LINES * 3) + "\n"
+    options = DecodingOptions(max_new_tokens=8)
+    prompt = engine.encode(prompts.build(text, "add docs", "t.py")).ids
+
+    def edit() -> np.ndarray:
+        run(engine, text, "pld", options, "add docs")
+        return next_scores(engine, prompt)
+
+    engine.prefix_cache = type(engine.prefix_cache)(1 << 30)
+    cold_scores = edit()
+    engine.forget()
+    assert engine.warm(text, path="t.py") > 64
+    warmed_scores = edit()
+    engine.forget()
+    run(engine, text, "pld", options, "add types")  # another prompt of the same file, filed in the prefix cache
+    engine.target_model.reset()
+    reused_scores = edit()
+    engine.forget()
+    assert engine.warm(text + "y = 3\n", path="t.py") > 64  # the file with a line since deleted: another shared point
+    after_a_change_scores = edit()
+    np.testing.assert_array_equal(warmed_scores, cold_scores)
+    np.testing.assert_array_equal(reused_scores, cold_scores)
+    np.testing.assert_array_equal(after_a_change_scores, cold_scores)
 
 
 def test_lookups_copy_no_further_than_the_files_closing_fence(engines):

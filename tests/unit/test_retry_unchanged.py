@@ -51,6 +51,8 @@ class ChatScriptedRuntime:
     def forward(self, tokens, keep):
         self.tokens += tokens
         text = TOK.decode(self.tokens)
+        if ASSISTANT not in text:  # a chunk of the prefill: its choices are not read
+            return [EOS] * keep
         head = text[: text.index(ASSISTANT) + len(ASSISTANT)]  # the prompt has one: causal, whatever follows
         if head not in self.prompts:
             self.prompts.append(head)

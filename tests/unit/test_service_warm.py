@@ -67,7 +67,7 @@ def loaded():
 def gated(loaded):
     engine = Engine(loaded, loaded, costs=(ForwardCost.flat(), ForwardCost.flat(0.3)))
     engine.prefix_cache = PrefixCache(1 << 30)
-    engine.warm_chunk_tokens = CHUNK
+    engine.prefill_chunk_tokens = CHUNK
     return GatedEngine(engine)
 
 

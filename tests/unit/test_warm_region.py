@@ -18,10 +18,10 @@ OTHER = "other = 2\n" * 12
 OPTIONS = DecodingOptions(max_new_tokens=40)
 
 
-def fresh(engine, chunk: int = 64):
+def fresh(engine, chunk: int = 100):
     """Cold, with a prefix cache to file warms in."""
     cold(engine).prefix_cache = PrefixCache(1 << 30)
-    engine.warm_chunk_tokens = chunk
+    engine.prefill_chunk_tokens = chunk
     return engine
 
 

@@ -99,6 +99,7 @@ class Record:
     tests_pass: bool | None
     attempts: int = 1  # the bench asks once (retry_unchanged off, as for the baselines)
     partial: str | None = None  # the reply was part of the file: "merged" into it by item (merge.py)
+    handover_tokens: int = 0  # tokens written before the edit moved to the second target (decoding/handover.py)
 
 
 def copy_ratio(before: str, after: str) -> float:
@@ -361,6 +362,7 @@ def run_bench(engine: Engine, load_engine: Callable[[str], Engine], items: list[
                 oracle_seconds=oracle_seconds(costs, stats.get("prompt_tokens", 0), len(tokens), ratio),
                 unchanged=judged.unchanged, parses=judged.parses, removed_definitions=judged.removed,
                 tests_pass=judged.tests_pass, attempts=stats.get("attempts", 1), partial=stats.get("partial"),
+                handover_tokens=stats.get("handover_tokens", 0),
             ))
         _write(out, records, methods, costs, command, engine)
     return summarize(records, methods)
@@ -412,9 +414,10 @@ def _markdown(data: dict) -> str:
     for r in data["records"]:
         drafted = f"{r['drafted']} / {r['accepted']}" if r["drafted"] is not None else "–"
         ident = "–" if r["identical"] is None else "yes" if r["identical"] else f"no ({r['first_divergence']})"
+        moved = f", moved at {r['handover_tokens']}" if r.get("handover_tokens") else ""
         lines.append(f"| {r['item']} | {r['method']} | {r['seconds']:.1f} | {r['chars_per_second']:.1f} | "
                      f"{r['tokens']} | {r['target_forward_passes'] or '–'} | {drafted} | {r['copy_ratio']:.3f} | "
-                     f"{r['finish_reason']} | {ident} |")
+                     f"{r['finish_reason']}{moved} | {ident} |")
     return "\n".join(lines) + "\n"
 
 

@@ -87,6 +87,9 @@ class Choice(NamedTuple):
     """The mix's predicted seconds (geometric mean over its edits) for every pair considered."""
     best_per_edit: list[tuple[Setting, Setting | None]]
     """For each edit of ``MIX``, the pair predicted fastest for it alone."""
+    second: Setting | None = None
+    """The target predicted fastest for the most edits of ``MIX`` that ``target`` is not
+    fastest for: an edit moves to it midway when its passes say so (decoding/handover.py)."""
 
     def describe(self) -> list[str]:
         """The choice and the figures behind it, for ``-v`` and the benchmark's record."""
@@ -100,6 +103,8 @@ class Choice(NamedTuple):
             counts = {p: self.best_per_edit.count(p) for p in self.best_per_edit}
             lines.append("  the fastest differs by edit: " + ", ".join(
                 f"{pair_name(*p)} on {n} of {len(MIX)}" for p, n in counts.items()))
+        if self.second:
+            lines.append(f"  second target: {self.second}, for edits whose passes say it is faster there")
         return lines
 
 
@@ -171,7 +176,8 @@ def choose(calibration: Calibration, targets: list[Setting], drafts: list[Settin
     best = min(predicted, key=lambda pair: (predicted[pair], pairs.index(pair)))
     best_per_edit = [pairs[min(range(len(pairs)), key=lambda i: (per_edit[i][e], pairs[i] != best))]  # ties: the choice
                      for e in range(len(MIX))]
-    return Choice(best[0], best[1], predicted, best_per_edit)
+    others = [t for t, _ in best_per_edit if t != best[0]]
+    return Choice(best[0], best[1], predicted, best_per_edit, max(others, key=others.count) if others else None)
 
 
 # ---------------------------------------------------------------- which settings a load may take

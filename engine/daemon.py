@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import signal
 import stat
 import sys
@@ -403,7 +404,13 @@ class Daemon:
             address=str(self.options.address), log_path=str(self.options.log_file),
             idle_timeout_seconds=self.options.idle_timeout, jobs_accepted=self.service.jobs_accepted,
             warming=self.service.warming, warms_done=self.service.warms_done,
-            runtime_choice=self.engine.choice.describe() if self.engine.choice else [])
+            runtime_choice=self.engine.choice.describe() if self.engine.choice else [],
+            second=self.engine.second_target, peak_rss_bytes=_peak_rss_bytes())
+
+
+def _peak_rss_bytes() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # macOS counts bytes, Linux KiB
 
 
 def _raw(body: bytes) -> dict:

@@ -174,6 +174,8 @@ def describe_status(s: protocol.StatusReply, manages: bool) -> list[str]:
         f"engine daemon {s.version}, pid {s.pid}, up {_duration(s.uptime_seconds)}, on {s.address}",
         f"  target:  {model(s.target)}",
         f"  draft:   {model(s.draft)}",
+        *([f"  second:  {model(s.second)}: an edit moves there midway when its passes say so"] if s.second else []),
+        f"  memory:  peak RSS {s.peak_rss_bytes / 2**30:.1f} GiB",
         f"  queue:   one decoding job at a time; {len(running)} running, {len(s.jobs) - len(running)} queued, "
         f"{s.jobs_accepted} accepted since start",
     ]

@@ -28,6 +28,7 @@ from engine.completion import Completion, PredictionUsage, prediction_usage, ren
 from engine.decoding import strategies
 from engine.decoding.cached_model import CachedModel, Grid, common_prefix_length
 from engine.decoding.cost import ForwardCost
+from engine.decoding.handover import Handover
 from engine.decoding.lookup import EncodedPrompt
 from engine.decoding.loop import PREFILL_CHUNK_TOKENS, DecodeStep, Detokenizer, StopRule, generate, stop_string_at
 from engine.prefix_cache import MIN_REUSE_TOKENS, PrefixCache
@@ -93,10 +94,13 @@ class Engine:
     def __init__(self, target: models.LoadedModel, draft: models.LoadedModel | None = None,
                  prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
                  costs: tuple[ForwardCost, ForwardCost | None] | None = None,
-                 choice: calibration.Choice | None = None):
+                 choice: calibration.Choice | None = None,
+                 second: tuple[models.LoadedModel, ForwardCost, float] | None = None):
         """``costs``: what a target and a draft forward pass cost (Engine.load reads them from
         the machine's calibration; default: measured now, as tests of tiny models do).
-        ``choice``: the calibration's choice of runtimes that made this engine, if any."""
+        ``choice``: the calibration's choice of runtimes that made this engine, if any.
+        ``second``: the target's weights on another runtime, its pass costs and prefill
+        per token: an edit moves there midway when its passes say it pays (handover.py)."""
         if draft is not None and draft.tokenizer.get_vocab() != target.tokenizer.get_vocab():
             raise JobError("model_error", f"draft {draft.spec} does not share the tokenizer of target {target.spec}")
         self.loaded_target, self.loaded_draft = target, draft
@@ -111,6 +115,14 @@ class Engine:
         self.target_model = CachedModel(target_runtime, self.target_cost if learns else None)
         self.draft_model = CachedModel(draft_runtime, self.draft_cost if learns else None) if draft else None
         self.choice = choice
+        self.second = None  # (model, pass costs, prefill per token)
+        self.loaded_second = second[0] if second is not None and not learns else None
+        if self.loaded_second:  # (not where passes' timings refine the costs: a move must not follow timings)
+            _, cost, prefill_per_token = second
+            if self.loaded_second.tokenizer.get_vocab() != target.tokenizer.get_vocab():
+                raise JobError("model_error", f"second target {self.loaded_second.spec} does not share the "
+                                              "target's tokenizer")
+            self.second = (CachedModel(open_runtime(self.loaded_second)), cost, prefill_per_token)
         self.prefix_cache = PrefixCache(prefix_cache_bytes)
         self.eos = target.eos
         self.prefill_chunk_tokens = PREFILL_CHUNK_TOKENS  # the grid prompts are fed on (cached_model.py)
@@ -148,16 +160,21 @@ class Engine:
                 loaded_draft = target  # same weights, its own KV cache
             else:
                 loaded_draft = calibration.load_on(draft, choice.draft, device, threads)
+            loaded_second = choice.second and _load_second(model, choice.second, target, device, threads, notify)
         except models.ModelError as exc:
             raise JobError("model_error", str(exc)) from exc
         costs = (measured.target[str(choice.target)].forward_cost(),
                  measured.draft[str(choice.draft)].forward_cost() if choice.draft else None)
-        return cls(target, loaded_draft, prefix_cache_bytes, costs, choice)
+        second = None
+        if loaded_second:
+            measured_second = measured.target[str(choice.second)]
+            second = (loaded_second, measured_second.forward_cost(), measured_second.prefill_per_token)
+        return cls(target, loaded_draft, prefix_cache_bytes, costs, choice, second)
 
     def forget(self) -> None:
         """Empty both KV caches and the saved prefixes: the next edit starts cold (the
         benchmark measures every run so, or later runs would skip their prefill)."""
-        for model in (self.target_model, self.draft_model):
+        for model in (self.target_model, self.draft_model, self.second and self.second[0]):
             if model:
                 model.reset()
         self.prefix_cache = PrefixCache(self.prefix_cache.budget_bytes)
@@ -169,6 +186,10 @@ class Engine:
     @property
     def draft(self) -> ModelInfo | None:
         return _info(self.loaded_draft) if self.loaded_draft else None
+
+    @property
+    def second_target(self) -> ModelInfo | None:
+        return _info(self.loaded_second) if self.loaded_second else None
 
     @property
     def methods(self) -> list[str]:
@@ -228,14 +249,17 @@ class Engine:
                 max_new = options.max_new_tokens or min(max_new_tokens_for(file_tokens), room)
             # a second attempt needs the least room an edit accepts; an apply pass, all of its own
             fits = max_new >= needed if attempt.kind == "plan_first" else max_new <= room
-            outcome = (yield from self._attempt(attempt, encoded, shared, max_new, method, options, should_stop)) \
+            outcome = (yield from self._attempt(attempt, encoded, shared, max_new, method, options, should_stop,
+                                                file_tokens)) \
                 if fits else None
             attempt = attempts.next(outcome)
         yield attempts.final
 
     def _attempt(self, attempt: Attempt, encoded: EncodedPrompt, shared: list[int], max_new: int, method: str,
-                 options: DecodingOptions, should_stop: Callable[[], bool]) -> Generator[EditStep, None, Result]:
-        """One decoding of an edit prompt: yields its EditSteps, returns its Result."""
+                 options: DecodingOptions, should_stop: Callable[[], bool],
+                 file_tokens: int) -> Generator[EditStep, None, Result]:
+        """One decoding of an edit prompt (of a file, or region, of ``file_tokens``):
+        yields its EditSteps, returns its Result."""
         prompt = attempt.prompt
         detok = Detokenizer(self.tokenizer)
         stop = StopRule(self.eos, prompt.fence, max_new, opens_fence=prompt.opens_fence)
@@ -244,7 +268,8 @@ class Engine:
         tokens: list[int] = []
         if attempt.number > 1:  # tells a consumer to start the file again
             yield EditStep("", 0, Stats(), attempt.number)
-        with contextlib.closing(self._decode(encoded, detok, stop, method, options, should_stop, shared)) as steps:
+        with contextlib.closing(self._decode(encoded, detok, stop, method, options, should_stop, shared,
+                                             file_tokens)) as steps:
             for step in steps:
                 tokens += step.tokens
                 new = reader.feed(detok.text[streamed:])
@@ -278,7 +303,8 @@ class Engine:
         streamed = 0
         tokens: list[int] = []
         with contextlib.closing(self._decode(EncodedPrompt(ids, prediction=prediction), detok, stop,
-                                             completion.method, completion.options, should_stop)) as steps:
+                                             completion.method, completion.options, should_stop,
+                                             expected_tokens=len(prediction) or None)) as steps:
             for step in steps:
                 tokens += step.tokens
                 if step.finish_reason is None:
@@ -292,11 +318,13 @@ class Engine:
 
     def _decode(self, prompt: EncodedPrompt, detok: Detokenizer, stop: StopRule, method: str,
                 options: DecodingOptions, should_stop: Callable[[], bool],
-                shared: Sequence[int] = ()) -> Iterator[DecodeStep]:
+                shared: Sequence[int] = (), expected_tokens: int | None = None) -> Iterator[DecodeStep]:
         """The decoding loop on the loaded models, reusing and then filing the prompt's KV
         cache; its prefill is fed on the grid with the end of ``shared`` (the warm prefix
         of the file being edited) as its shared point, and only the grid's part is filed:
-        that is what a cold prefill computes the same. Steps count the draft model's passes too."""
+        that is what a cold prefill computes the same. ``expected_tokens``: about how long
+        the reply will be, if known (a second target weighs it). Steps count the draft
+        model's passes too."""
         ids = prompt.ids
         grid = self._grid(ids, shared)
         models_in_use = self._models
@@ -304,10 +332,16 @@ class Engine:
         strategy = strategies.make(method, options, self.draft_model, self.eos, self.target_cost, self.draft_cost,
                                     prompt)
         draft_passes = self.draft_model.forward_passes if self.draft_model else 0
+        # plain greedy stays on the chosen target: it is the reference the other methods match
+        handover = Handover(*self.second, here=self.target_cost, expected_tokens=expected_tokens) \
+            if self.second and method != "regular" else None
         try:
-            for step in generate(self.target_model, strategy, ids, detok, stop, should_stop, grid):
+            for step in generate(self.target_model, strategy, ids, detok, stop, should_stop, grid, handover):
                 if self.draft_model:
                     step.stats.draft_forward_passes = self.draft_model.forward_passes - draft_passes
+                if step.finish_reason and step.stats.handover_tokens:
+                    log.info("moved to the second target after %d of %d tokens: its passes cost less there",
+                             step.stats.handover_tokens, step.stats.tokens)
                 yield step
         except torch.OutOfMemoryError as exc:
             raise JobError("model_error", f"out of memory while decoding: {exc}") from exc
@@ -376,6 +410,20 @@ class Engine:
         copy_end = sum(1 for start, _ in offsets if start < file_end)
         copy_start = sum(1 for _, stop in offsets if stop <= source_start) if source_start else 0
         return EncodedPrompt(encoded["input_ids"], copy_end, copy_start)
+
+
+def _load_second(spec: str, setting: calibration.Setting, target: models.LoadedModel, device: str | None,
+                 threads: int | None, notify: Callable[[str], None]) -> models.LoadedModel | None:
+    """The target's weights on ``setting`` as well, if the memory left holds twice the
+    target's weights (a second setting is at most twice as large: fp32 beside bf16)."""
+    weights, available = models.weights_bytes(target), models.memory_available()
+    if available is not None and available < 2 * weights:
+        notify(f"not loading the target on {setting} as well: {available / 2**30:.1f} GiB of memory free, "
+               f"{2 * weights / 2**30:.1f} GiB wanted; every edit runs on {target.runtime}")
+        return None
+    second = calibration.load_on(spec, setting, device, threads)
+    log.info("second target: %s on %s", spec, setting)
+    return second
 
 
 def _info(loaded: models.LoadedModel) -> ModelInfo:

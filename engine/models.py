@@ -66,6 +66,25 @@ class LoadedModel:
     exact: bool = False  # a pass over k tokens scores bit for bit as k one-token steps (batch invariance)
 
 
+def weights_bytes(loaded: LoadedModel) -> int:
+    """What the loaded weights take: a torch module's parameters, a GGUF's file."""
+    if loaded.runtime == "llama.cpp":
+        return os.path.getsize(loaded.model.path)
+    return sum(p.numel() * p.element_size() for p in loaded.model.parameters())
+
+
+def memory_available() -> int | None:
+    """Bytes of memory the kernel can give without swapping (Linux; None elsewhere)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("BLAZEDIT_CACHE_DIR") or platformdirs.user_cache_dir("blazedit"))
 

@@ -187,6 +187,7 @@ class Stats(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     draft_forward_passes: int = 0
     drafted: int = 0
     accepted: int = 0
+    handover_tokens: int = 0  # tokens written before the edit moved to the second target (0: it did not)
     prefill_seconds: float = 0.0
     first_token_seconds: float = 0.0
     seconds: float = 0.0
@@ -281,10 +282,13 @@ class StatusReply(Message, tag="status_reply"):
     warming: str | None = None
     """The document (else the path) whose prompt prefix is being warmed now."""
     warms_done: int = 0
+    """Warms finished since the start (already cached ones included; pre-empted or dropped ones not)."""
     runtime_choice: list[str] = []
     """Why the daemon runs on its runtimes: the calibration's choice and the predicted
     figures behind it (engine/calibration.py), one line each; empty where not measured."""
-    """Warms finished since the start (already cached ones included; pre-empted or dropped ones not)."""
+    second: ModelInfo | None = None
+    """The target on a second runtime, where an edit moves midway when its passes say so."""
+    peak_rss_bytes: int = 0  # the daemon's peak resident memory, all models loaded
 
 
 class Bye(Message, tag="bye"):

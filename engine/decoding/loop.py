@@ -14,6 +14,7 @@ from typing import Callable, Iterator, Sequence
 from engine.client.prompts import file_start
 from engine.client.protocol import FinishReason, Stats
 from engine.decoding.cached_model import CachedModel, Grid, verify
+from engine.decoding.handover import Handover
 from engine.decoding.strategies import Strategy
 
 PREFILL_CHUNK_TOKENS = 512
@@ -112,10 +113,12 @@ def generate(
     stop: StopRule,
     should_stop: Callable[[], bool] = lambda: False,
     grid: Grid = Grid(PREFILL_CHUNK_TOKENS),
+    handover: Handover | None = None,
 ) -> Iterator[DecodeStep]:
     """Decode after ``prompt``, prefilling it piece by piece on ``grid``
     (cached_model.py) up to the grid's last point before its final token; the first
-    verification feeds the rest."""
+    verification feeds the rest. ``handover``: a second target the decoding moves to
+    once its passes say that pays (handover.py)."""
     stats = Stats(prompt_tokens=len(prompt))
     target.keep_settled(prompt, grid)
     stats.cached_tokens = len(target.tokens)
@@ -138,6 +141,8 @@ def generate(
         stats.drafted += len(proposal)
         stats.accepted += len(new) - 1
         strategy.observe(len(proposal), len(new) - 1)
+        if handover:
+            handover.observe(len(proposal), len(new) - 1)
 
         taken, shown = len(stopper.tokens), len(detok.text)
         reason = next((r for r in map(stopper.push, new) if r), None)
@@ -148,6 +153,12 @@ def generate(
             detok.flush()
             yield DecodeStep(emitted, detok.text[shown:], reason, _finish(stats, start))
             return
+        if handover and handover.due(seq, stats.tokens):
+            target = handover.take(prompt, grid, should_stop)
+            target_passes = target.forward_passes - stats.target_forward_passes
+            strategy.retarget(handover.cost)
+            stats.handover_tokens = stats.tokens
+            handover = None
         stats.seconds = time.perf_counter() - start
         yield DecodeStep(emitted, detok.text[shown:], None, stats)
 

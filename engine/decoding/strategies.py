@@ -28,6 +28,9 @@ class Strategy(Protocol):
     def observe(self, proposed: int, accepted: int) -> None:
         """The target accepted the first ``accepted`` of the ``proposed`` tokens."""
 
+    def retarget(self, cost: ForwardCost) -> None:
+        """The edit moved to a target whose passes cost ``cost`` (handover.py)."""
+
 
 class Regular:
     """Plain greedy decoding: nothing proposed, one token per target pass."""
@@ -36,6 +39,9 @@ class Regular:
         return []
 
     def observe(self, proposed: int, accepted: int) -> None:
+        pass
+
+    def retarget(self, cost: ForwardCost) -> None:
         pass
 
 
@@ -115,6 +121,9 @@ class PromptLookup:
     def observe(self, proposed: int, accepted: int) -> None:
         self.lookup.verified(proposed, accepted)
 
+    def retarget(self, cost: ForwardCost) -> None:
+        self.lookup.cost = cost
+
 
 class Assisted:
     """The draft model decodes greedily; the draft length grows while the target
@@ -148,6 +157,9 @@ class Assisted:
         if proposed:
             self.accepting.observe(proposed, accepted)
             self.length = min(self.cap, self.length + 2) if accepted == proposed else max(1, self.length - 1)
+
+    def retarget(self, cost: ForwardCost) -> None:
+        self.target_cost = cost
 
 
 class Blazedit:
@@ -226,6 +238,9 @@ class Blazedit:
         # A pass that started off track wrote edit tokens; one that missed, a copy and then
         # the edit's first token.
         self.edited += accepted + 1 if off_track else int(accepted < proposed)
+
+    def retarget(self, cost: ForwardCost) -> None:
+        self.target_cost = self.lookup.cost = cost
 
 
 class _Inputs(NamedTuple):

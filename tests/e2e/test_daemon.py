@@ -260,6 +260,7 @@ async def test_status_names_the_document_being_warmed(daemon):
     assert any("warming: nothing" in line and f"{done_before + 1} prompt(s) warmed" in line for line in lines)
     # why the daemon runs where it does: the calibration's choice (tiny-random: torch fp32 alone)
     assert any(line.strip().startswith("runtime: torch fp32") and "predicted" in line for line in lines)
+    assert any(line.strip().startswith("memory:  peak RSS") and line.endswith(" GiB") for line in lines)
 
 
 async def test_a_region_edit_streams_and_returns_the_regions_new_text(daemon, reference):

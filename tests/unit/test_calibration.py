@@ -79,6 +79,9 @@ def test_auto_chooses_by_the_measured_costs_not_by_a_rule():
     lines = on_epyc.describe()
     assert lines[0].startswith("runtime: torch bf16") and "predicted" in lines[0]
     assert any("llama.cpp" in line and "x)" in line for line in lines[1:])  # the others, with their ratio
+    # torch is fastest for most of the mix, llama.cpp for the short rewrite: the second target
+    assert on_epyc.second == LLAMA and any(line.startswith("  second target: llama.cpp") for line in lines)
+    assert elsewhere.second is None  # llama.cpp is fastest for every edit of the mix there
 
 
 def test_prediction_follows_the_edit():

@@ -1,0 +1,81 @@
+"""An edit moves to the second target when its passes say that pays, once, and the output
+stays the target's greedy output (float32, tiny models: exactly)."""
+
+import pytest
+
+from engine import models
+from engine.client.protocol import DecodingOptions
+from engine.decoding.cached_model import CachedModel
+from engine.decoding.cost import ForwardCost
+from engine.decoding.handover import Handover
+from engine.local_engine import Engine, Result
+
+# This machine's calibration (ms): bf16 torch batches, llama.cpp's Q4 fast kernels step cheaply.
+TORCH = ForwardCost({1: 0.204, 16: 0.304, 128: 1.272})
+LLAMA = ForwardCost({1: 0.039, 16: 0.356, 128: 2.266})
+PREFILL = 0.0121  # llama.cpp's seconds per prompt token
+
+
+class Held:
+    """What a Handover reads of the second target's cache."""
+
+    def __init__(self, tokens=()):
+        self.tokens, self.settled = list(tokens), len(tokens)
+
+
+def written_one_by_one(handover: Handover, seq: list[int], limit: int = 1000) -> int | None:
+    """Tokens written by one-token passes when the handover falls due, if it does."""
+    for written in range(1, limit):
+        handover.observe(0, 0)
+        if handover.due(seq, written):
+            return written
+    return None
+
+
+def test_an_edit_that_writes_moves_once_the_forecast_pays_for_the_move():
+    # Each one-token pass costs 0.165 s more here; reading 1,000 tokens there costs 12.1 s.
+    # Forecast over twice the tokens so far: 2 x 0.165 x written >= 12.1 after 37 tokens.
+    seq = list(range(1000))
+    assert written_one_by_one(Handover(Held(), LLAMA, PREFILL, here=TORCH), seq) == 37
+    # a reply expected to end soon has too little ahead to win the move back
+    assert written_one_by_one(Handover(Held(), LLAMA, PREFILL, here=TORCH, expected_tokens=100), seq) is None
+    # what the second target holds of the prompt need not be read again: sooner, but not before 32 tokens
+    assert written_one_by_one(Handover(Held(seq[:900]), LLAMA, PREFILL, here=TORCH), seq) == 32
+
+
+def test_a_copying_edit_stays():
+    handover = Handover(Held(), LLAMA, PREFILL, here=TORCH)
+    written = 0
+    for _ in range(30):  # a few short passes at each edit point, long lookups taken whole between
+        for proposed, accepted in ((0, 0), (0, 0), (128, 128)):
+            handover.observe(proposed, accepted)
+            written += accepted + 1
+            assert not handover.due(list(range(300 + written)), written)
+    assert handover.excess < 0
+
+
+def test_a_long_lookup_that_runs_into_an_edit_counts_as_the_steps_it_gave():
+    handover = Handover(Held(), LLAMA, PREFILL, here=TORCH)
+    handover.observe(127, 3)  # here a 128-token pass; there 4 one-token steps would have given the same
+    assert handover.excess == pytest.approx(TORCH(128) - 4 * LLAMA(1))
+
+
+@pytest.fixture(scope="module")
+def engine():
+    target = models.load("tiny-random", runtime="torch")  # float32: both targets score exactly alike
+    return Engine(target, target, costs=(TORCH, ForwardCost({k: t / 4 for k, t in {1: 0.05, 128: 0.5}.items()})),
+                  second=(target, LLAMA, 1e-4))
+
+
+@pytest.mark.parametrize("method", ["pld", "blazedit"])
+def test_an_edit_that_writes_moves_and_keeps_the_greedy_tokens(engine, method):
+    text = "def f(x):\n    return x + 1\n\nprint(f(2))\n"
+    engine.forget()
+    *_, reference = engine.edit(text, "rewrite it", path="t.py", method="regular", options=DecodingOptions())
+    engine.forget()
+    *steps, result = engine.edit(text, "rewrite it", path="t.py", method=method, options=DecodingOptions())
+    assert isinstance(result, Result) and isinstance(reference, Result)
+    assert reference.stats.handover_tokens == 0  # plain greedy is the reference: it stays
+    assert 0 < result.stats.handover_tokens < result.stats.tokens  # moved midway
+    assert result.tokens == reference.tokens
+    assert result.stats.target_forward_passes >= len(steps)  # passes on both targets are counted

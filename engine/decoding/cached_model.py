@@ -17,7 +17,7 @@ or shared with another prompt: the output does not depend on what happened to be
 from __future__ import annotations
 
 import time
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 from engine.decoding.cost import ForwardCost
 from engine.runtimes.base import Runtime
@@ -105,6 +105,17 @@ class CachedModel:
         self.tokens.extend(seq[start:end])
         self.settled = end
         self.forward_passes += 1
+
+    def prefill(self, seq: Sequence[int], grid: Grid, should_stop: Callable[[], bool]) -> int:
+        """Keep what the cache holds of ``seq`` on ``grid``, then feed the rest piece by
+        piece up to the grid's last point before ``seq``'s final token (a verification
+        feeds the rest), polling ``should_stop`` before each piece. Returns how many
+        tokens were kept."""
+        self.keep_settled(seq, grid)
+        kept = len(self.tokens)
+        while grid.next(len(self.tokens)) < len(seq) and not should_stop():
+            self.feed_settled(seq, grid)
+        return kept
 
     def adopt(self, tokens: Sequence[int], snapshot) -> None:
         """Take over a cache saved earlier for ``tokens`` (prefix reuse). The prefix cache

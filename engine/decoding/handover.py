@@ -66,7 +66,5 @@ class Handover:
     def take(self, prompt: Sequence[int], grid: Grid, should_stop: Callable[[], bool]) -> CachedModel:
         """The second target with ``prompt`` fed on ``grid``, as a cold prefill feeds it
         (the next verification feeds the reply so far): the edit goes on there."""
-        self.model.keep_settled(prompt, grid)
-        while grid.next(len(self.model.tokens)) < len(prompt) and not should_stop():
-            self.model.feed_settled(prompt, grid)
+        self.model.prefill(prompt, grid, should_stop)
         return self.model

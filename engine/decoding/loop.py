@@ -120,13 +120,10 @@ def generate(
     verification feeds the rest. ``handover``: a second target the decoding moves to
     once its passes say that pays (handover.py)."""
     stats = Stats(prompt_tokens=len(prompt))
-    target.keep_settled(prompt, grid)
-    stats.cached_tokens = len(target.tokens)
     seq = list(prompt)
     stopper = Stopper(stop, detok)
     start = time.perf_counter()
-    while grid.next(len(target.tokens)) < len(prompt) and not should_stop():
-        target.feed_settled(prompt, grid)
+    stats.cached_tokens = target.prefill(prompt, grid, should_stop)
     target_passes = target.forward_passes  # the prefill counts as one pass, its last
     while True:
         if should_stop():

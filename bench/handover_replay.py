@@ -92,7 +92,9 @@ def replay(traces: Path) -> None:
             for run in first:
                 alone = second[run["item"]]
                 rate = (alone["seconds"] - alone["prefill_seconds"]) / alone["tokens"]
-                rule = handover.Handover(_Empty(), there.forward_cost(), there.prefill_per_token,
+                # a second target not loaded yet, so holding nothing: every replayed move reads the whole prompt
+                rule = handover.Handover(handover.SecondTarget(lambda: None, there.forward_cost(),
+                                                               there.prefill_per_token),
                                          here.forward_cost(), run["file_tokens"])
                 start = run["passes"][0][2] - run["prefill_seconds"]  # the first pass ends the prefill
                 seconds, written, peak = run["seconds"], 0, 0.0
@@ -114,13 +116,6 @@ def replay(traces: Path) -> None:
             print(f"| {lookahead} | {least} | {sum(ratios) / len(ratios):.3f} | {' | '.join(cells)} |")
     print("\nwhole runs (s), first / second target: " + ", ".join(
         f"{r['item'][-24:]} {r['seconds']:.1f} / {second[r['item']]['seconds']:.1f}" for r in first))
-
-
-class _Empty:
-    """A second target that holds nothing yet: every replayed move reads the whole prompt."""
-
-    tokens: list[int] = []
-    settled = 0
 
 
 def main() -> None:

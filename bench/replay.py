@@ -58,11 +58,8 @@ def lookup_policy(rec, cost, options):
     return seconds, passes, wasted
 
 
-def knowing_bound(rec, cost, options, any_match=False):
-    """Seconds and passes of a lookup that proposes exactly the part of its copy that is
-    accepted; with ``any_match``, of the copy that follows any earlier occurrence of any
-    suffix n-gram (what verifying a tree of every candidate copy could reach, charged as
-    if only the best branch were verified)."""
+def knowing_bound(rec, cost, options):
+    """Seconds and passes of a lookup that proposes exactly the part of its copy that is accepted."""
     out, seq = rec["output"], list(rec["prompt"])
     index = NgramIndex(options.max_ngram, rec["copy_end"])
     seconds = passes = 0
@@ -70,10 +67,6 @@ def knowing_bound(rec, cost, options, any_match=False):
         done = len(seq) - len(rec["prompt"])
         index.extend(seq)
         accepted = common_prefix_length(index.propose(seq, options.max_draft_tokens), out[done:])
-        if any_match:
-            ahead = out[done:done + options.max_draft_tokens]
-            accepted = max([accepted] + [common_prefix_length(index.tokens[end:end + len(ahead)], ahead)
-                                         for end in index.match_ends(seq)])
         seconds, passes = seconds + cost(1 + accepted), passes + 1
         seq += out[done:done + accepted + 1]
     return seconds, passes
@@ -111,22 +104,20 @@ def replay(args):
     bench = json.loads(Path(args.costs).read_text())
     cost = ForwardCost({int(k): t for k, t in bench["forward_costs"]["T"].items()})
     options = DecodingOptions(num_tokens=DecodingOptions().max_draft_tokens)
-    totals = [0.0, 0, 0, 0.0, 0, 0.0, 0]
+    totals = [0.0, 0, 0, 0.0, 0]
     savings = {}
     for line in Path(args.outputs).read_text().splitlines():
         rec = json.loads(line)
         seconds, passes, wasted = lookup_policy(rec, cost, options)
         bound, bound_passes = knowing_bound(rec, cost, options)
-        trees, tree_passes = knowing_bound(rec, cost, options, any_match=True)
         full, rest = divmod(len(rec["output"]), options.max_draft_tokens)
         every = full * cost(1 + options.max_draft_tokens) + (cost(1 + rest) if rest else 0)
         savings[rec["id"]] = (seconds - bound, seconds - every)
         print(f"{rec['id'][:48]:48} {len(rec['output']):5} tokens  lookup {seconds:6.1f} s {passes:4} passes "
               f"{wasted:5} wasted  |  knowing {bound:6.1f} s {bound_passes:4} passes")
-        totals = [a + b for a, b in zip(totals, (seconds, passes, wasted, bound, bound_passes, trees, tree_passes))]
+        totals = [a + b for a, b in zip(totals, (seconds, passes, wasted, bound, bound_passes))]
     print(f"{'total':48} {'':12}  lookup {totals[0]:6.1f} s {totals[1]:4} passes {totals[2]:5} wasted  |  "
           f"knowing {totals[3]:6.1f} s {totals[4]:4} passes  (decoding only; prefill is the same for both)")
-    print(f"knowing, best of every match (a tree of candidate copies): {totals[5]:6.1f} s {totals[6]:4} passes")
     ceiling(bench, savings)
 
 

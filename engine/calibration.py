@@ -104,7 +104,7 @@ class Choice(NamedTuple):
             lines.append("  the fastest differs by edit: " + ", ".join(
                 f"{pair_name(*p)} on {n} of {len(MIX)}" for p, n in counts.items()))
         if self.second:
-            lines.append(f"  second target: {self.second}, for edits whose passes say it is faster there")
+            lines.append(f"  second target: {self.second}, loaded when an edit's passes first say it is faster there")
         return lines
 
 

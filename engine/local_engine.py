@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import logging
 import os
+import time
 from dataclasses import dataclass
 from typing import Callable, Generator, Iterator, Sequence
 
@@ -28,7 +30,7 @@ from engine.completion import Completion, PredictionUsage, prediction_usage, ren
 from engine.decoding import strategies
 from engine.decoding.cached_model import CachedModel, Grid, common_prefix_length
 from engine.decoding.cost import ForwardCost
-from engine.decoding.handover import Handover
+from engine.decoding.handover import Handover, SecondTarget
 from engine.decoding.lookup import EncodedPrompt
 from engine.decoding.loop import PREFILL_CHUNK_TOKENS, DecodeStep, Detokenizer, StopRule, generate, stop_string_at
 from engine.prefix_cache import MIN_REUSE_TOKENS, PrefixCache
@@ -95,12 +97,13 @@ class Engine:
                  prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
                  costs: tuple[ForwardCost, ForwardCost | None] | None = None,
                  choice: calibration.Choice | None = None,
-                 second: tuple[models.LoadedModel, ForwardCost, float] | None = None):
+                 second: tuple[Callable[[], models.LoadedModel | None], ForwardCost, float] | None = None):
         """``costs``: what a target and a draft forward pass cost (Engine.load reads them from
         the machine's calibration; default: measured now, as tests of tiny models do).
         ``choice``: the calibration's choice of runtimes that made this engine, if any.
-        ``second``: the target's weights on another runtime, its pass costs and prefill
-        per token: an edit moves there midway when its passes say it pays (handover.py)."""
+        ``second``: how to load the target's weights on another runtime (None where they
+        cannot be), its pass costs and prefill per token: an edit moves there midway when its
+        passes say it pays, loading it the first time (handover.py)."""
         if draft is not None and draft.tokenizer.get_vocab() != target.tokenizer.get_vocab():
             raise JobError("model_error", f"draft {draft.spec} does not share the tokenizer of target {target.spec}")
         self.loaded_target, self.loaded_draft = target, draft
@@ -115,14 +118,10 @@ class Engine:
         self.target_model = CachedModel(target_runtime, self.target_cost if learns else None)
         self.draft_model = CachedModel(draft_runtime, self.draft_cost if learns else None) if draft else None
         self.choice = choice
-        self.second = None  # (model, pass costs, prefill per token)
-        self.loaded_second = second[0] if second is not None and not learns else None
-        if self.loaded_second:  # (not where passes' timings refine the costs: a move must not follow timings)
-            _, cost, prefill_per_token = second
-            if self.loaded_second.tokenizer.get_vocab() != target.tokenizer.get_vocab():
-                raise JobError("model_error", f"second target {self.loaded_second.spec} does not share the "
-                                              "target's tokenizer")
-            self.second = (CachedModel(open_runtime(self.loaded_second)), cost, prefill_per_token)
+        self.loaded_second: models.LoadedModel | None = None
+        # (not where passes' timings refine the costs: a move must not follow timings)
+        self.second = SecondTarget(lambda: self._open_second(second[0]), *second[1:]) \
+            if second is not None and not learns else None
         self.prefix_cache = PrefixCache(prefix_cache_bytes)
         self.eos = target.eos
         self.prefill_chunk_tokens = PREFILL_CHUNK_TOKENS  # the grid prompts are fed on (cached_model.py)
@@ -160,21 +159,21 @@ class Engine:
                 loaded_draft = target  # same weights, its own KV cache
             else:
                 loaded_draft = calibration.load_on(draft, choice.draft, device, threads)
-            loaded_second = choice.second and _load_second(model, choice.second, target, device, threads, notify)
         except models.ModelError as exc:
             raise JobError("model_error", str(exc)) from exc
         costs = (measured.target[str(choice.target)].forward_cost(),
                  measured.draft[str(choice.draft)].forward_cost() if choice.draft else None)
         second = None
-        if loaded_second:
+        if choice.second:
             measured_second = measured.target[str(choice.second)]
-            second = (loaded_second, measured_second.forward_cost(), measured_second.prefill_per_token)
+            second = (functools.partial(_load_second, model, choice.second, target, device, threads),
+                      measured_second.forward_cost(), measured_second.prefill_per_token)
         return cls(target, loaded_draft, prefix_cache_bytes, costs, choice, second)
 
     def forget(self) -> None:
         """Empty both KV caches and the saved prefixes: the next edit starts cold (the
         benchmark measures every run so, or later runs would skip their prefill)."""
-        for model in (self.target_model, self.draft_model, self.second and self.second[0]):
+        for model in (self.target_model, self.draft_model, self.second and self.second.model):
             if model:
                 model.reset()
         self.prefix_cache = PrefixCache(self.prefix_cache.budget_bytes)
@@ -189,7 +188,23 @@ class Engine:
 
     @property
     def second_target(self) -> ModelInfo | None:
+        """The second target, once an edit has moved there and loaded it."""
         return _info(self.loaded_second) if self.loaded_second else None
+
+    def _open_second(self, load: Callable[[], models.LoadedModel | None]) -> CachedModel | None:
+        """The second target with a cache of its own, loaded now (the first move), or None."""
+        started = time.perf_counter()
+        loaded = load()
+        if loaded is None:
+            return None
+        if loaded.tokenizer.get_vocab() != self.tokenizer.get_vocab():
+            log.warning("not moving edits to %s on %s: it does not share the target's tokenizer",
+                        loaded.spec, loaded.runtime)
+            return None
+        self.loaded_second = loaded
+        log.info("loaded the second target (%s on %s) in %.1f s", loaded.spec, loaded.runtime,
+                 time.perf_counter() - started)
+        return CachedModel(open_runtime(loaded))
 
     @property
     def methods(self) -> list[str]:
@@ -333,7 +348,7 @@ class Engine:
                                     prompt)
         draft_passes = self.draft_model.forward_passes if self.draft_model else 0
         # plain greedy stays on the chosen target: it is the reference the other methods match
-        handover = Handover(*self.second, here=self.target_cost, expected_tokens=expected_tokens) \
+        handover = Handover(self.second, here=self.target_cost, expected_tokens=expected_tokens) \
             if self.second and method != "regular" else None
         try:
             for step in generate(self.target_model, strategy, ids, detok, stop, should_stop, grid, handover):
@@ -413,17 +428,19 @@ class Engine:
 
 
 def _load_second(spec: str, setting: calibration.Setting, target: models.LoadedModel, device: str | None,
-                 threads: int | None, notify: Callable[[str], None]) -> models.LoadedModel | None:
+                 threads: int | None) -> models.LoadedModel | None:
     """The target's weights on ``setting`` as well, if the memory left holds twice the
     target's weights (a second setting is at most twice as large: fp32 beside bf16)."""
     weights, available = models.weights_bytes(target), models.memory_available()
     if available is not None and available < 2 * weights:
-        notify(f"not loading the target on {setting} as well: {available / 2**30:.1f} GiB of memory free, "
-               f"{2 * weights / 2**30:.1f} GiB wanted; every edit runs on {target.runtime}")
+        log.warning("not loading the target on %s as well: %.1f GiB of memory free, %.1f GiB wanted; "
+                    "every edit stays on %s", setting, available / 2**30, 2 * weights / 2**30, target.runtime)
         return None
-    second = calibration.load_on(spec, setting, device, threads)
-    log.info("second target: %s on %s", spec, setting)
-    return second
+    try:
+        return calibration.load_on(spec, setting, device, threads)
+    except models.ModelError as exc:
+        log.warning("not moving edits to %s on %s: %s", spec, setting, exc)
+        return None
 
 
 def _info(loaded: models.LoadedModel) -> ModelInfo:

@@ -287,7 +287,8 @@ class StatusReply(Message, tag="status_reply"):
     """Why the daemon runs on its runtimes: the calibration's choice and the predicted
     figures behind it (engine/calibration.py), one line each; empty where not measured."""
     second: ModelInfo | None = None
-    """The target on a second runtime, where an edit moves midway when its passes say so."""
+    """The target on a second runtime, where an edit moves midway when its passes say so:
+    None until the first edit that moves loads it (``runtime_choice`` names it before)."""
     peak_rss_bytes: int = 0  # the daemon's peak resident memory, all models loaded
 
 

@@ -151,10 +151,11 @@ def generate(
             yield DecodeStep(emitted, detok.text[shown:], reason, _finish(stats, start))
             return
         if handover and handover.due(seq, stats.tokens):
-            target = handover.take(prompt, grid, should_stop)
-            target_passes = target.forward_passes - stats.target_forward_passes
-            strategy.retarget(handover.cost)
-            stats.handover_tokens = stats.tokens
+            if second := handover.take(prompt, grid, should_stop):
+                target = second
+                target_passes = target.forward_passes - stats.target_forward_passes
+                strategy.retarget(handover.cost)
+                stats.handover_tokens = stats.tokens
             handover = None
         stats.seconds = time.perf_counter() - start
         yield DecodeStep(emitted, detok.text[shown:], None, stats)

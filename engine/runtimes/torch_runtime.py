@@ -29,6 +29,7 @@ class TorchRuntime:
     def __init__(self, loaded: LoadedModel):
         self.model = loaded.model
         self.device = loaded.device
+        self.on_cpu = torch.device(loaded.device).type == "cpu"
         self.context_tokens = loaded.context_tokens
         self.cache = DynamicCache(config=self.model.config)
         self._cached = 0
@@ -50,6 +51,13 @@ class TorchRuntime:
     def _logits(self, tokens: Sequence[int], keep: int) -> torch.Tensor:
         # input_ids: [1, k]; logits: [keep, vocab] (only the positions we read)
         assert 1 <= keep <= len(tokens), (keep, len(tokens))
+        if len(tokens) == 1 and self.on_cpu:
+            # A one-token step goes as a two-token pass (the token twice) whose second position
+            # is dropped: on a CPU one row takes other matmul kernels than two or more, which
+            # round differently (and run slower); two rows take the kernels every pass takes.
+            logits = self._logits([tokens[0], tokens[0]], 2)[:1]
+            self.truncate(self._cached - 1)
+            return logits
         ids = torch.tensor([list(tokens)], dtype=torch.long, device=self.device)
         positions = torch.arange(self._cached, self._cached + len(tokens), device=self.device).unsqueeze(0)
         out = self.model(

@@ -2,10 +2,11 @@
 
 Every method finishes the file, and speculation saves target passes. Identity with
 ``regular``: on llama.cpp, whose kernels are set up batch-invariant (llama_runtime.py), it
-is exact. In bf16 torch a target pass over several tokens can round differently from a
-one-token step, so wherever a method's output departs from ``regular``'s, the target's two
-contested tokens must be a near-tie there (engine/decoding/divergence.py); a divergence at
-a wide gap would be a bug in the decoding, not rounding.
+is exact. bf16 torch on a CPU is set up batch-invariant too (torch_runtime.py,
+cpu_attention.py), measured exact on AVX-512 BF16 CPUs; where a pass still rounds
+differently from a one-token step, wherever a method's output departs from ``regular``'s,
+the target's two contested tokens must be a near-tie there (engine/decoding/divergence.py);
+a divergence at a wide gap would be a bug in the decoding, not rounding.
 """
 
 import importlib.util
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from engine import calibration
 from engine.client import prompts
 from engine.client.protocol import METHODS, DecodingOptions
 from engine.decoding import divergence
@@ -101,6 +103,36 @@ def test_every_divergence_from_regular_is_a_near_tie(engine, outputs, capsys):
                   f"{d.gap_batched:+.3f} in a {divergence.BATCHED_PASS_TOKENS}-token pass")
     wide = [(item_id, method, d) for item_id, method, d in report if d.gap > NEAR_TIE[runtime]]
     assert not wide, f"divergences at a wide gap (a bug, not rounding): {wide}"
+    if runtime == "torch" and MEASURED_EXACT:
+        assert identical == compared, "bf16 torch passes are batch-invariant here: every method is regular's tokens"
+
+
+MEASURED_EXACT = "avx512_bf16" in calibration.cpu_description()
+"""bf16 torch's passes were measured bit for bit one-token steps' on CPUs with AVX-512 BF16
+(bench/results/torch-invariance.jsonl); other CPUs take other kernels, not measured here."""
+
+
+def test_torch_passes_score_bit_for_bit_as_one_token_steps(engine):
+    """Before (bench/results/torch-invariance.jsonl, the first checkout) every row of every
+    pass of 2 to 257 tokens differed from the one-token steps', by up to 2.5, and greedy
+    choices flipped at 128 and 257."""
+    if engine.target.runtime != "torch":
+        pytest.skip("llama.cpp: test_every_divergence_from_regular_is_a_near_tie holds it to exact")
+    if not MEASURED_EXACT:
+        pytest.skip("bf16 torch's batch invariance is measured on AVX-512 BF16 CPUs only")
+    runtime = engine.target_model.runtime
+    item = max((json.loads(line) for line in (ROOT / "bench" / "data" / "edits-requests.jsonl").open()),
+               key=lambda row: len(row["before"]))
+    ids = engine.tokenizer(item["before"], add_special_tokens=False)["input_ids"][:1000 + 257]
+    engine.forget()
+    runtime.forward(ids[:1000], keep=1)
+    steps = [runtime.logits(ids[1000 + i:1001 + i], keep=1)[0] for i in range(257)]
+    for k in (2, 40, 257):
+        runtime.truncate(1000)
+        rows = runtime.logits(ids[1000:1000 + k], keep=k)
+        differing = [i for i in range(k) if not (rows[i] == steps[i]).all()]
+        assert not differing, f"a {k}-token pass: rows {differing[:5]} differ from one-token steps"
+    engine.forget()
 
 
 def test_a_warmed_edit_scores_as_a_cold_one(engine):

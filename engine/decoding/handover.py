@@ -52,6 +52,7 @@ class SecondTarget:
         return common_prefix_length(self.model.tokens[:self.model.settled], seq) if self.model else 0
 
     def open(self) -> CachedModel | None:
+        """The loaded model, loading it the first time it is asked for; None if it cannot be."""
         if self.model is None and not self.unavailable:
             self.model = self._load()
             self.unavailable = self.model is None

@@ -28,6 +28,9 @@ one-token step and a 2-40 token pass the gap between the top two tokens moved by
 over 100 positions (bf16 logits near 20-30 are spaced 0.125 apart), so 1.0 leaves room for
 a few more roundings and stays far below a real disagreement (docs/performance.md,
 "Identity"). llama.cpp: batch-invariant, so no divergence is rounding."""
+MEASURED_EXACT = "avx512_bf16" in calibration.cpu_description()
+"""bf16 torch's passes were measured bit for bit one-token steps' on CPUs with AVX-512 BF16
+(bench/results/torch-invariance.jsonl); other CPUs take other kernels, not measured here."""
 COLD_TIMEOUT_S = 1800
 """Per test. The first test of each runtime loads the models from a cold cache (join the
 packaged GGUF parts, ~20 s; for torch, dequantise both into the bf16 cache, ~90-120 s on 2
@@ -105,11 +108,6 @@ def test_every_divergence_from_regular_is_a_near_tie(engine, outputs, capsys):
     assert not wide, f"divergences at a wide gap (a bug, not rounding): {wide}"
     if runtime == "torch" and MEASURED_EXACT:
         assert identical == compared, "bf16 torch passes are batch-invariant here: every method is regular's tokens"
-
-
-MEASURED_EXACT = "avx512_bf16" in calibration.cpu_description()
-"""bf16 torch's passes were measured bit for bit one-token steps' on CPUs with AVX-512 BF16
-(bench/results/torch-invariance.jsonl); other CPUs take other kernels, not measured here."""
 
 
 def test_torch_passes_score_bit_for_bit_as_one_token_steps(engine):

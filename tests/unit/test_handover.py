@@ -72,14 +72,14 @@ def tiny():
     return models.load("tiny-random", runtime="torch")  # float32: both targets score exactly alike
 
 
-def engine_loading(target, second):
-    """An engine whose second target comes from ``second`` (counted), at a cost that makes
-    a writing edit move at once; ``loads`` counts the loads asked for."""
+def engine_loading(target, loaded):
+    """An engine whose second target loads as ``loaded``, at a cost that makes a writing
+    edit move at once; ``loads`` counts the loads asked for."""
     loads = []
 
     def load():
         loads.append(1)
-        return second
+        return loaded
 
     draft = ForwardCost({1: 0.0125, 128: 0.125})
     return Engine(target, target, costs=(TORCH, draft), second=(load, LLAMA, 1e-4)), loads  # the move costs ~nothing

@@ -64,13 +64,12 @@ class Handover:
         """``here``: the passes of the target the edit starts on; ``expected_tokens``:
         about how long the reply will be (an edit's file), if known."""
         self.second, self.here, self.expected_tokens = second, here, expected_tokens
-        self.cost = second.cost
         self.excess = 0.0  # seconds the passes so far took beyond what their tokens would have taken there
 
     def observe(self, proposed: int, accepted: int) -> None:
         """A verification pass of ``proposed`` tokens, of which ``accepted`` were taken,
         ran on the target the edit is on."""
-        there = min(self.cost(1 + proposed), (accepted + 1) * self.cost(1))
+        there = min(self.second.cost(1 + proposed), (accepted + 1) * self.second.cost(1))
         self.excess += self.here(1 + proposed) - there
 
     def due(self, seq: Sequence[int], written: int) -> bool:

@@ -154,7 +154,7 @@ def generate(
             if second := handover.take(prompt, grid, should_stop):
                 target = second
                 target_passes = target.forward_passes - stats.target_forward_passes
-                strategy.retarget(handover.cost)
+                strategy.retarget(handover.second.cost)
                 stats.handover_tokens = stats.tokens
             handover = None
         stats.seconds = time.perf_counter() - start

@@ -27,21 +27,23 @@ import platform
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Sequence
 
 import msgspec
+import numpy as np
 import torch
 
 from engine import models
 from engine.catalogue import PACKAGED
 from engine.decoding.cost import MEASURED_LENGTHS, ForwardCost
-from engine.runtimes.base import open_runtime
+from engine.runtimes.base import Runtime, open_runtime
 
 log = logging.getLogger(__name__)
 
 FAST = "fast"
 FORMAT = 1  # bump when what is measured, or how, changes: older files are measured again
 CONTEXT = 1024  # cached tokens the timed passes run behind: an edit's prompt of a 3K-char file
+PROBE_PASSES = (3, 16, 64, 257)  # pass lengths probed (``batch_invariant``): 257, a default proposal and one
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile",
              "avx_vnni", "f16c", "asimd", "sve", "sve2", "i8mm", "bf16")
 """The CPU features that decide which kernels run (x86 and ARM); others do not change T(k)."""
@@ -65,6 +67,10 @@ class ModelCosts(msgspec.Struct, forbid_unknown_fields=True):
 
     seconds: dict[int, float]
     prefill_per_token: float
+    exact: bool | None = None
+    """Whether a target's passes scored bit for bit as its one-token steps (``batch_invariant``;
+    None: not probed yet, ``fastest_exact`` probes when ``--exact`` asks): its verification then
+    chooses every token as plain greedy decoding does, whatever the schedule of passes."""
 
     def forward_cost(self) -> ForwardCost:
         return ForwardCost(self.seconds)
@@ -183,31 +189,23 @@ def choose(calibration: Calibration, targets: list[Setting], drafts: list[Settin
 # ---------------------------------------------------------------- which settings a load may take
 
 
-def candidates(spec: str, runtime: str | None, device: str | None, dtype: str | None,
-               exact: bool = False) -> list[Setting]:
+def candidates(spec: str, runtime: str | None, device: str | None, dtype: str | None) -> list[Setting]:
     """The settings a model may run on: the runtime asked for, or under ``auto`` each one
-    installed that runs it (llama.cpp: GGUF models on a CPU; torch: anything, in the
-    dtypes the device runs fast). ``exact``: only settings whose passes score bit for bit
-    as one-token steps (llama.cpp built batch-invariant, on its exact kernels). Asked for
-    by name, llama.cpp runs its exact kernels; ``auto`` weighs its fast ones too."""
+    installed that runs it (llama.cpp: GGUF models on a CPU, its exact kernels and its own;
+    torch: anything, in the dtypes the device runs fast). Asked for by name, llama.cpp runs
+    its exact kernels."""
     if runtime not in (None, "auto", *models.RUNTIMES):
         raise models.ModelError(f"unknown runtime {runtime!r}: use auto, {', '.join(models.RUNTIMES)}")
     cpu = device == "cpu" or (device is None and models.select_device(None).type == "cpu")
     gguf = spec in PACKAGED or spec.endswith(".gguf")
     auto = runtime in (None, "auto")
     settings = []
-    if runtime == "llama.cpp" or (auto and cpu and dtype is None and models.llama_cpp_installed() and (gguf or exact)):
+    if runtime == "llama.cpp" or (auto and cpu and dtype is None and models.llama_cpp_installed() and gguf):
         settings.append(Setting("llama.cpp"))
-        if auto and not exact:
+        if auto:
             settings.append(Setting("llama.cpp", FAST))
-    if runtime == "torch" or (auto and not exact):
+    if runtime == "torch" or auto:
         settings += [Setting("torch", d) for d in _torch_dtypes(spec, device, dtype)]
-    if exact:
-        settings = [s for s in settings if s.runtime == "llama.cpp"]
-        if not settings or not models.llama_batch_invariant():
-            raise models.ModelError(
-                "--exact needs the llama.cpp runtime built without llamafile's sgemm (the only one whose "
-                f"verification passes score bit for bit as one-token steps): {models.LLAMA_EXACT_INSTALL}")
     return settings
 
 
@@ -288,8 +286,7 @@ def measure(spec: str, setting: Setting, device: str | None, threads: int) -> Mo
     of one."""
     loaded = load_on(spec, setting, device, threads)
     runtime = open_runtime(loaded)
-    vocab = min(len(loaded.tokenizer), 32000)
-    ids = [(i * 7919) % (vocab - 32) + 32 for i in range(CONTEXT + max(MEASURED_LENGTHS) + 1)]  # no specials
+    ids = _ordinary_tokens(loaded, CONTEXT + max(MEASURED_LENGTHS) + 1)
     start = time.perf_counter()
     runtime.forward(ids[:CONTEXT], keep=1)
     prefill = time.perf_counter() - start
@@ -307,6 +304,54 @@ def measure(spec: str, setting: Setting, device: str | None, threads: int) -> Mo
         if round_ >= 1 and not improved:
             break
     return ModelCosts(best, prefill / CONTEXT)
+
+
+def _ordinary_tokens(loaded: models.LoadedModel, count: int) -> list[int]:
+    vocab = min(len(loaded.tokenizer), 32000)
+    return [(i * 7919) % (vocab - 32) + 32 for i in range(count)]  # no specials
+
+
+def fastest_exact(spec: str, targets: list[Setting], drafts: list[Setting] | None, calibration: Calibration, *,
+                  device: str | None, threads: int, notify: Callable[[str], None] = log.info) -> Setting:
+    """The target setting predicted fastest of those whose passes are exact (``--exact``):
+    probing them in that order until one is, each once (the answer is kept with the costs)."""
+    for setting in sorted(targets, key=lambda t: min(choose(calibration, [t], drafts).predicted.values())):
+        costs = calibration.target[str(setting)]
+        if costs.exact is None:
+            cost, length = costs.forward_cost(), max(PROBE_PASSES)
+            seconds = sum(math.ceil(length / k) * cost(k) for k in (1, *PROBE_PASSES))
+            notify(f"probing whether {spec} on {setting} verifies exactly (its passes against one-token "
+                   f"steps): once, about {seconds:.0f} s")
+            loaded = load_on(spec, setting, device, threads)
+            costs.exact = batch_invariant(open_runtime(loaded), _ordinary_tokens(loaded, CONTEXT + length))
+            notify(f"  {setting}: " + ("exact" if costs.exact else "its passes round differently from one-token steps"))
+            _write(path_for(calibration.key), calibration)
+        if costs.exact:
+            return setting
+    raise models.ModelError(
+        f"--exact: no target setting here ({', '.join(map(str, targets))}) scores its verification passes bit "
+        "for bit as one-token steps (probed on this machine); llama.cpp's exact kernels do where llama.cpp is "
+        f"built without llamafile's sgemm: {models.LLAMA_EXACT_INSTALL}")
+
+
+def batch_invariant(runtime: Runtime, ids: Sequence[int]) -> bool:
+    """Whether passes score bit for bit as one-token steps: behind the first ``CONTEXT`` of
+    ``ids``, the logits of one-token steps over the rest against those of passes of each
+    length in ``PROBE_PASSES`` over the same tokens. Kernels are picked by a pass's shape,
+    so every shape verification takes is probed, at every position (a tiny bf16 model's
+    passes agree on their first rows and differ on two of 257). It finds every difference
+    bench/batch_invariance.py and bench/torch_invariance.py found (llama.cpp's own kernels,
+    bf16 torch before its one-token steps went as passes)."""
+    runtime.truncate(0)
+    runtime.forward(ids[:CONTEXT], keep=1)
+    steps = np.concatenate([runtime.logits([token], 1) for token in ids[CONTEXT:]])
+    for k in PROBE_PASSES:
+        for start in range(0, len(steps), k):
+            runtime.truncate(CONTEXT + start)
+            tokens = ids[CONTEXT + start:CONTEXT + start + k]
+            if not np.array_equal(runtime.logits(tokens, len(tokens)), steps[start:start + len(tokens)]):
+                return False
+    return True
 
 
 def load_on(spec: str, setting: Setting, device: str | None, threads: int | None) -> models.LoadedModel:
@@ -336,12 +381,13 @@ def _write(path: Path, calibration: Calibration) -> None:
 def table(calibration: Calibration) -> list[str]:
     """The measured costs as a Markdown table (``blazedit engine calibrate``, docs)."""
     lengths = (1, 2, 4, 8, 16, 32, 64, 128)
-    lines = [f"| model | setting | {' | '.join(f'T({k})' for k in lengths)} | prefill/token |",
-             "|---|---|" + "---|" * (len(lengths) + 1)]
+    lines = [f"| model | setting | {' | '.join(f'T({k})' for k in lengths)} | prefill/token | passes exact |",
+             "|---|---|" + "---|" * (len(lengths) + 2)]
     for role in ("target", "draft"):
         for setting, costs in getattr(calibration, role).items():
             cells = " | ".join(f"{costs.seconds[k] * 1000:.0f}" for k in lengths)
-            lines.append(f"| {role} | {setting} | {cells} | {costs.prefill_per_token * 1000:.1f} |")
+            exact = "–" if role == "draft" else {True: "yes", False: "no", None: "not probed"}[costs.exact]
+            lines.append(f"| {role} | {setting} | {cells} | {costs.prefill_per_token * 1000:.1f} | {exact} |")
     return lines
 
 

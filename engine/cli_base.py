@@ -46,10 +46,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads (default: every core for llama.cpp, torch's choice for torch)")
     parser.add_argument("--exact", action="store_true",
-                        help="only runtimes whose verification passes score bit for bit as one-token steps "
-                             "(llama.cpp built without llamafile): every method's output is plain greedy "
-                             "decoding's, bit for bit; auto may otherwise pick faster kernels that round "
-                             "differently and can flip a near-tie")
+                        help="the fastest target whose verification passes score bit for bit as one-token "
+                             "steps (probed on this machine the first time, then kept), never moved to a second "
+                             "target: every method's output is plain greedy decoding's, bit for bit; auto may "
+                             "otherwise pick kernels that round differently and flip a near-tie")
 
 
 def draft_spec(args: argparse.Namespace) -> str | None:

@@ -116,20 +116,27 @@ def run_calibrate(args: argparse.Namespace) -> int:
     draft = default_draft(args.model) if args.draft == "default" else draft_spec(args)
     threads = args.threads or int(os.environ.get("BLAZEDIT_THREADS", "0")) or torch.get_num_threads()
     torch.set_num_threads(threads)
+
+    def notify(line: str) -> None:
+        print(f"blazedit: {line}", file=sys.stderr, flush=True)
+
     try:
-        targets = calibration.candidates(args.model, args.runtime, args.device, args.dtype, args.exact)
-        drafts = calibration.candidates(draft, args.draft_runtime or args.runtime, args.device, args.dtype,
-                                        args.exact) if draft else None
+        targets = calibration.candidates(args.model, args.runtime, args.device, args.dtype)
+        drafts = calibration.candidates(draft, args.draft_runtime or args.runtime, args.device,
+                                        args.dtype) if draft else None
         measured = calibration.ensure(args.model, draft, targets, drafts or [], device=args.device, threads=threads,
-                                      notify=lambda line: print(f"blazedit: {line}", file=sys.stderr, flush=True),
-                                      force=args.force)
+                                      notify=notify, force=args.force)
+        if args.exact:
+            targets = [calibration.fastest_exact(args.model, targets, drafts, measured, device=args.device,
+                                                 threads=threads, notify=notify)]
+        choice = calibration.choose(measured, targets, drafts)
     except models.ModelError as exc:
         raise CliError(str(exc)) from None
     print(f"Calibration of {measured.key['cpu']} ({measured.key['cpu_flags'] or 'no listed flags'}), "
           f"{threads} threads, measured {measured.measured_on} in {measured.measured_seconds:.0f} s; "
           f"T(k) in ms behind {measured.context} cached tokens:")
     print("\n".join(calibration.table(measured)))
-    print("\n".join(calibration.choose(measured, targets, drafts).describe()))
+    print("\n".join(choice.describe()))
     print(f"kept in {calibration.path_for(measured.key)}")
     return 0
 

@@ -112,16 +112,15 @@ class Engine:
         if costs is None:
             costs = (ForwardCost.measure(target_runtime), ForwardCost.measure(draft_runtime) if draft_runtime else None)
         self.target_cost, self.draft_cost = copy.deepcopy(costs)  # learning below must not change the caller's
-        # A target on exact kernels: the schedule of passes cannot change the output, so the
-        # passes' timings refine both costs; elsewhere they stay as calibrated, and so does the output.
-        learns = target.exact
+        # A target on exact kernels that never moves: the schedule of passes cannot change the
+        # output, so the passes' timings refine both costs; elsewhere they stay as calibrated, and
+        # so does the output (where a move falls follows the passes, and a move changes the text).
+        learns = target.exact and second is None
         self.target_model = CachedModel(target_runtime, self.target_cost if learns else None)
         self.draft_model = CachedModel(draft_runtime, self.draft_cost if learns else None) if draft else None
         self.choice = choice
         self.loaded_second: models.LoadedModel | None = None
-        # (not where passes' timings refine the costs: a move must not follow timings)
-        self.second = SecondTarget(lambda: self._open_second(second[0]), *second[1:]) \
-            if second is not None and not learns else None
+        self.second = SecondTarget(lambda: self._open_second(second[0]), *second[1:]) if second is not None else None
         self.prefix_cache = PrefixCache(prefix_cache_bytes)
         self.eos = target.eos
         self.prefill_chunk_tokens = PREFILL_CHUNK_TOKENS  # the grid prompts are fed on (cached_model.py)
@@ -136,23 +135,29 @@ class Engine:
 
         Runtimes default to ``auto``: the pair of settings the machine's calibration
         predicts fastest (engine/calibration.py; measured on the first load, with
-        ``notify`` told); the draft's default to the target's choices. ``exact``: a target on
-        batch-invariant kernels only (every method's output bit for bit plain greedy's)."""
+        ``notify`` told); the draft's default to the target's choices. ``exact``: a target
+        whose passes the calibration found batch-invariant (every method's output bit for bit
+        plain greedy's), and no move to a second target."""
         threads = threads or int(os.environ.get("BLAZEDIT_THREADS", "0")) or None
         if threads:
             torch.set_num_threads(threads)
         if draft == "default":
             draft = default_draft(model)
         try:
-            targets = calibration.candidates(model, runtime, device, dtype, exact)
+            targets = calibration.candidates(model, runtime, device, dtype)
             # The draft only proposes: under ``exact`` its kernels need not be exact too.
             drafts = calibration.candidates(draft, draft_runtime or runtime, device, dtype) if draft else None
             measured = calibration.ensure(model, draft, targets, drafts or [], device=device,
                                           threads=threads or torch.get_num_threads(), notify=notify)
+            if exact:  # one target: no move to a second, which would leave its greedy output at near-ties
+                targets = [calibration.fastest_exact(model, targets, drafts, measured, device=device,
+                                                     threads=threads or torch.get_num_threads(), notify=notify)]
             choice = calibration.choose(measured, targets, drafts)
             for line in choice.describe():
                 log.info("%s", line)
             target = calibration.load_on(model, choice.target, device, threads)
+            if (probed := measured.target[str(choice.target)].exact) is not None:
+                target.exact = probed  # measured on this machine, whatever its kernels promise
             if choice.draft is None:
                 loaded_draft = None
             elif draft == model and choice.draft == choice.target:

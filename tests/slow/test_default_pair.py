@@ -111,25 +111,20 @@ def test_every_divergence_from_regular_is_a_near_tie(engine, outputs, capsys):
 
 
 def test_torch_passes_score_bit_for_bit_as_one_token_steps(engine):
-    """Before (bench/results/torch-invariance.jsonl, the first checkout) every row of every
-    pass of 2 to 257 tokens differed from the one-token steps', by up to 2.5, and greedy
-    choices flipped at 128 and 257."""
+    """The probe ``--exact`` runs (calibration.batch_invariant), on real text: before
+    (bench/results/torch-invariance.jsonl, the first checkout) every row of every pass of 2
+    to 257 tokens differed from the one-token steps', by up to 2.5, and greedy choices
+    flipped at 128 and 257."""
     if engine.target.runtime != "torch":
         pytest.skip("llama.cpp: test_every_divergence_from_regular_is_a_near_tie holds it to exact")
     if not MEASURED_EXACT:
         pytest.skip("bf16 torch's batch invariance is measured on AVX-512 BF16 CPUs only")
-    runtime = engine.target_model.runtime
     item = max((json.loads(line) for line in (ROOT / "bench" / "data" / "edits-requests.jsonl").open()),
                key=lambda row: len(row["before"]))
-    ids = engine.tokenizer(item["before"], add_special_tokens=False)["input_ids"][:1000 + 257]
+    ids = engine.tokenizer(item["before"], add_special_tokens=False)["input_ids"]
     engine.forget()
-    runtime.forward(ids[:1000], keep=1)
-    steps = [runtime.logits(ids[1000 + i:1001 + i], keep=1)[0] for i in range(257)]
-    for k in (2, 40, 257):
-        runtime.truncate(1000)
-        rows = runtime.logits(ids[1000:1000 + k], keep=k)
-        differing = [i for i in range(k) if not (rows[i] == steps[i]).all()]
-        assert not differing, f"a {k}-token pass: rows {differing[:5]} differ from one-token steps"
+    assert calibration.batch_invariant(engine.target_model.runtime,
+                                       ids[:calibration.CONTEXT + max(calibration.PROBE_PASSES)])
     engine.forget()
 
 

@@ -3,12 +3,15 @@ it, and ``auto``'s choice following the measured costs (not a fixed rule)."""
 
 import json
 
+import msgspec
+import numpy as np
 import pytest
 
 from engine import calibration, models
 from engine.calibration import Calibration, ModelCosts, Setting
 from engine.decoding.cost import ForwardCost
 from engine.local_engine import Engine
+from engine.runtimes.base import open_runtime
 
 LLAMA, BF16, FP32 = Setting("llama.cpp"), Setting("torch", "bf16"), Setting("torch", "fp32")
 LLAMA_FAST = Setting("llama.cpp", calibration.FAST)
@@ -30,13 +33,10 @@ def test_auto_considers_every_runtime_that_runs_the_model(cpu_with_llama, monkey
     assert calibration.candidates("qwen2.5-coder-1.5b", None, None, "fp32") == [FP32]  # a dtype: torch's
     assert calibration.candidates("qwen2.5-coder-1.5b", "llama.cpp", None, None) == [LLAMA]
     assert calibration.candidates("qwen2.5-coder-1.5b", "torch", None, None) == [BF16, FP32]
-    assert calibration.candidates("qwen2.5-coder-1.5b", None, None, None, exact=True) == [LLAMA]
     monkeypatch.setattr(models, "_cpu_has_fast_bf16", lambda: False)
     assert calibration.candidates("qwen2.5-coder-1.5b", None, None, None) == [LLAMA, LLAMA_FAST, FP32]
     monkeypatch.setattr(models, "llama_cpp_installed", lambda: False)
     assert calibration.candidates("qwen2.5-coder-1.5b", None, None, None) == [FP32]
-    with pytest.raises(models.ModelError, match="--exact needs the llama.cpp runtime"):
-        calibration.candidates("qwen2.5-coder-1.5b", None, None, None, exact=True)
     with pytest.raises(models.ModelError, match="unknown runtime 'onnx'"):
         calibration.candidates("tiny-random", "onnx", None, None)
 
@@ -82,6 +82,73 @@ def test_auto_chooses_by_the_measured_costs_not_by_a_rule():
     # torch is fastest for most of the mix, llama.cpp for the short rewrite: the second target
     assert on_epyc.second == LLAMA and any(line.startswith("  second target: llama.cpp") for line in lines)
     assert elsewhere.second is None  # llama.cpp is fastest for every edit of the mix there
+
+
+def test_exact_takes_the_fastest_target_whose_passes_probe_exact(tmp_path, monkeypatch):
+    """--exact probes the targets in order of predicted time, each once, and takes the first
+    whose passes score as its one-token steps: bf16 torch where it does, else llama.cpp."""
+    monkeypatch.setenv("BLAZEDIT_CACHE_DIR", str(tmp_path))
+    probed = []
+
+    def probe(runtime, ids):
+        probed.append(runtime)
+        return len(probed) > 1  # the first probed (the fastest: bf16 torch) rounds differently
+
+    monkeypatch.setattr(calibration, "load_on", lambda spec, setting, device, threads: setting)
+    monkeypatch.setattr(calibration, "open_runtime", lambda setting: setting)
+    monkeypatch.setattr(calibration, "_ordinary_tokens", lambda loaded, count: [])
+    monkeypatch.setattr(calibration, "batch_invariant", probe)
+    measured = msgspec.structs.replace(EPYC_BF16, key={"cpu": "test"})
+    measured.target = {k: msgspec.structs.replace(v) for k, v in measured.target.items()}
+    notes = []
+    chosen = calibration.fastest_exact("m", [LLAMA, BF16], [LLAMA], measured, device=None, threads=1,
+                                       notify=notes.append)
+    assert probed == [BF16, LLAMA] and chosen == LLAMA
+    assert measured.target["torch bf16"].exact is False and measured.target["llama.cpp"].exact is True
+    assert notes[0].startswith("probing whether m on torch bf16 verifies exactly") and "about" in notes[0]
+    assert calibration.load(measured.key).target["torch bf16"].exact is False  # kept: never probed again
+    assert calibration.fastest_exact("m", [LLAMA, BF16], [LLAMA], measured, device=None, threads=1) == LLAMA
+    assert len(probed) == 2
+    assert calibration.choose(measured, [chosen], [LLAMA]).second is None  # one target: no move
+    measured.target["llama.cpp"].exact = False
+    with pytest.raises(models.ModelError, match="--exact: no target setting here"):
+        calibration.fastest_exact("m", [LLAMA, BF16], [LLAMA], measured, device=None, threads=1)
+    assert "| target | torch bf16 |" in "\n".join(calibration.table(measured)) and \
+        calibration.table(measured)[2].endswith("| no |")
+
+
+class RoundsOneRowApart:
+    """A runtime whose passes of ``length`` tokens score the token at ``position`` one float
+    step apart from its one-token step (as a tiny bf16 model's 8+ token passes did, at 2 of
+    257 positions, all past the first 240)."""
+
+    def __init__(self, runtime, length: int, position: int):
+        self.runtime, self.length, self.position = runtime, length, position
+
+    def forward(self, tokens, keep):
+        return self.runtime.forward(tokens, keep)
+
+    def truncate(self, length):
+        self.runtime.truncate(length)
+
+    def logits(self, tokens, keep):
+        rows = self.runtime.logits(tokens, keep)
+        row = self.position - (self.runtime.cached - keep)
+        if len(tokens) == self.length and 0 <= row < keep:
+            rows[row, 0] = np.nextafter(rows[row, 0], np.inf)
+        return rows
+
+
+def test_the_probe_finds_one_row_of_one_pass_shape_that_rounds_apart(tmp_path, monkeypatch):
+    pytest.importorskip("llama_cpp")
+    if not models.llama_batch_invariant():
+        pytest.skip("this llama.cpp is built with llamafile's sgemm: its passes are not exact")
+    monkeypatch.setenv("BLAZEDIT_CACHE_DIR", str(tmp_path))
+    loaded = calibration.load_on("tiny-random", LLAMA, None, 1)  # llama.cpp's exact kernels
+    ids = calibration._ordinary_tokens(loaded, calibration.CONTEXT + 257)
+    assert calibration.batch_invariant(open_runtime(loaded), ids)
+    assert not calibration.batch_invariant(RoundsOneRowApart(open_runtime(loaded), 16, calibration.CONTEXT + 250), ids)
+    assert not calibration.batch_invariant(RoundsOneRowApart(open_runtime(loaded), 257, calibration.CONTEXT + 3), ids)
 
 
 def test_prediction_follows_the_edit():

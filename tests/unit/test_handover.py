@@ -1,6 +1,8 @@
 """An edit moves to the second target when its passes say that pays, once, and the output
 stays the target's greedy output (float32, tiny models: exactly)."""
 
+import dataclasses
+
 import pytest
 
 from engine import models
@@ -115,3 +117,12 @@ def test_where_the_second_target_cannot_be_loaded_the_edit_stays(tiny):
         *_, result = engine.edit(TEXT, "rewrite it", path="t.py", method="pld", options=DecodingOptions())
         assert result.stats.handover_tokens == 0 and result.tokens == reference.tokens
     assert len(loads) == 1 and engine.second_target is None  # asked once, never again
+
+
+def test_an_exact_target_learns_from_timings_only_where_it_never_moves(tiny):
+    """Timings may steer the proposals of an exact target (they cannot change its output),
+    unless the edit may move: where the move falls follows the passes, and it changes the text."""
+    exact = dataclasses.replace(tiny, exact=True)
+    assert Engine(exact, exact, costs=(TORCH, TORCH)).target_model.learns is not None
+    engine, _ = engine_loading(exact, exact)
+    assert engine.target_model.learns is None and engine.second is not None

@@ -210,9 +210,9 @@ def run_stop(args: argparse.Namespace) -> int:
     client = _client(args, args.address)
 
     async def stop() -> int:
-        welcome_pid = (await client.status()).pid
-        await client.shutdown()
-        await client.close()
+        async with client:  # closed whatever happens (a server blazedit does not run refuses)
+            welcome_pid = (await client.status()).pid
+            await client.shutdown()
         return welcome_pid
 
     try:

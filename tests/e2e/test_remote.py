@@ -190,6 +190,16 @@ def test_the_cli_says_what_to_do_with_a_wrong_key(server, tmp_path):
     assert WRONG_KEY not in run.stderr
 
 
+def test_engine_status_and_stop_on_a_server_blazedit_does_not_run(server):
+    """status says what answers; stop refuses, saying where to stop it, and leaves it up."""
+    status = blazedit("engine", "status", "--engine", f"openai:{server.url}", key=KEY)
+    assert status.returncode == 0 and "OpenAI-compatible server" in status.stdout, status.stderr
+    stop = blazedit("engine", "stop", "--engine", f"openai:{server.url}", key=KEY)
+    assert stop.returncode == 1 and "a server blazedit does not run; stop it where it runs" in stop.stderr
+    assert "Traceback" not in stop.stderr, stop.stderr
+    assert blazedit("engine", "status", "--engine", f"openai:{server.url}", key=KEY).returncode == 0
+
+
 # ---------------------------------------------------------------- blazedit's own server
 
 

@@ -96,6 +96,8 @@ class Choice(NamedTuple):
     second: Setting | None = None
     """The target predicted fastest for the most edits of ``MIX`` that ``target`` is not
     fastest for: an edit moves to it midway when its passes say so (decoding/handover.py)."""
+    exact: bool = False
+    """``--exact``'s choice: ``target`` was probed exact (``fastest_exact``), alone."""
 
     def describe(self) -> list[str]:
         """The choice and the figures behind it, for ``-v`` and the benchmark's record."""
@@ -111,6 +113,9 @@ class Choice(NamedTuple):
                 f"{pair_name(*p)} on {n} of {len(MIX)}" for p, n in counts.items()))
         if self.second:
             lines.append(f"  second target: {self.second}, loaded when an edit's passes first say it is faster there")
+        if self.exact:
+            lines.append(f"  exact: {self.target}'s passes score bit for bit as its one-token steps (probed on this "
+                         "machine): every method's output is plain greedy decoding's")
         return lines
 
 
@@ -169,9 +174,10 @@ def _tokens_per_second(cost: ForwardCost, p: float, per_token: float) -> float:
     return expected / (cost(1 + k) + k * per_token)
 
 
-def choose(calibration: Calibration, targets: list[Setting], drafts: list[Setting] | None) -> Choice:
+def choose(calibration: Calibration, targets: list[Setting], drafts: list[Setting] | None,
+           exact: bool = False) -> Choice:
     """The target and draft settings with the least predicted time over ``MIX`` (geometric
-    mean); ``drafts`` None: no draft model."""
+    mean); ``drafts`` None: no draft model. ``exact``: ``targets`` is ``fastest_exact``'s one."""
     pairs = [(t, d) for t in targets for d in (drafts or [None])]
     predicted, per_edit = {}, []
     for t, d in pairs:
@@ -183,7 +189,8 @@ def choose(calibration: Calibration, targets: list[Setting], drafts: list[Settin
     best_per_edit = [pairs[min(range(len(pairs)), key=lambda i: (per_edit[i][e], pairs[i] != best))]  # ties: the choice
                      for e in range(len(MIX))]
     others = [t for t, _ in best_per_edit if t != best[0]]
-    return Choice(best[0], best[1], predicted, best_per_edit, max(others, key=others.count) if others else None)
+    return Choice(best[0], best[1], predicted, best_per_edit, max(others, key=others.count) if others else None,
+                  exact)
 
 
 # ---------------------------------------------------------------- which settings a load may take

@@ -129,7 +129,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         if args.exact:
             targets = [calibration.fastest_exact(args.model, targets, drafts, measured, device=args.device,
                                                  threads=threads, notify=notify)]
-        choice = calibration.choose(measured, targets, drafts)
+        choice = calibration.choose(measured, targets, drafts, args.exact)
     except models.ModelError as exc:
         raise CliError(str(exc)) from None
     print(f"Calibration of {measured.key['cpu']} ({measured.key['cpu_flags'] or 'no listed flags'}), "

@@ -152,7 +152,7 @@ class Engine:
             if exact:  # one target: no move to a second, which would leave its greedy output at near-ties
                 targets = [calibration.fastest_exact(model, targets, drafts, measured, device=device,
                                                      threads=threads or torch.get_num_threads(), notify=notify)]
-            choice = calibration.choose(measured, targets, drafts)
+            choice = calibration.choose(measured, targets, drafts, exact)
             for line in choice.describe():
                 log.info("%s", line)
             target = calibration.load_on(model, choice.target, device, threads)

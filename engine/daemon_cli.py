@@ -136,6 +136,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
           f"{threads} threads, measured {measured.measured_on} in {measured.measured_seconds:.0f} s; "
           f"T(k) in ms behind {measured.context} cached tokens:")
     print("\n".join(calibration.table(measured)))
+    if any(costs.exact is None for costs in measured.target.values()):
+        print("(passes exact: probed when --exact first asks, fastest setting first, until one is)")
     print("\n".join(choice.describe()))
     print(f"kept in {calibration.path_for(measured.key)}")
     return 0

@@ -346,9 +346,9 @@ def batch_invariant(runtime: Runtime, ids: Sequence[int]) -> bool:
     ``ids``, the logits of one-token steps over the rest against those of passes of each
     length in ``PROBE_PASSES`` over the same tokens. Kernels are picked by a pass's shape,
     so every shape verification takes is probed, at every position (a tiny bf16 model's
-    passes agree on their first rows and differ on two of 257). It finds every difference
-    bench/batch_invariance.py and bench/torch_invariance.py found (llama.cpp's own kernels,
-    bf16 torch before its one-token steps went as passes)."""
+    passes agree on their first rows and differ on two of 257). Stops at the first
+    difference. On the packaged target here it finds llama.cpp's own kernels and fp32 torch
+    inexact, its exact kernels and bf16 torch exact (docs/performance.md)."""
     runtime.truncate(0)
     runtime.forward(ids[:CONTEXT], keep=1)
     steps = np.concatenate([runtime.logits([token], 1) for token in ids[CONTEXT:]])

@@ -97,7 +97,7 @@ class Choice(NamedTuple):
     """The target predicted fastest for the most edits of ``MIX`` that ``target`` is not
     fastest for: an edit moves to it midway when its passes say so (decoding/handover.py)."""
     exact: bool = False
-    """``--exact``'s choice: ``target`` was probed exact (``fastest_exact``), alone."""
+    """``--exact``'s choice (``choose_for``): ``target`` was probed exact, alone."""
 
     def describe(self) -> list[str]:
         """The choice and the figures behind it, for ``-v`` and the benchmark's record."""
@@ -174,10 +174,19 @@ def _tokens_per_second(cost: ForwardCost, p: float, per_token: float) -> float:
     return expected / (cost(1 + k) + k * per_token)
 
 
-def choose(calibration: Calibration, targets: list[Setting], drafts: list[Setting] | None,
-           exact: bool = False) -> Choice:
+def choose_for(spec: str, targets: list[Setting], drafts: list[Setting] | None, calibration: Calibration, *,
+               exact: bool, device: str | None, threads: int, notify: Callable[[str], None] = log.info) -> Choice:
+    """What a load of ``spec`` runs on: ``choose``'s pair, or under ``exact`` the pair on
+    ``fastest_exact``'s target alone (no second target: a move would leave its greedy output
+    at near-ties)."""
+    if exact:
+        targets = [fastest_exact(spec, targets, drafts, calibration, device=device, threads=threads, notify=notify)]
+    return choose(calibration, targets, drafts)._replace(exact=exact)
+
+
+def choose(calibration: Calibration, targets: list[Setting], drafts: list[Setting] | None) -> Choice:
     """The target and draft settings with the least predicted time over ``MIX`` (geometric
-    mean); ``drafts`` None: no draft model. ``exact``: ``targets`` is ``fastest_exact``'s one."""
+    mean); ``drafts`` None: no draft model."""
     pairs = [(t, d) for t in targets for d in (drafts or [None])]
     predicted, per_edit = {}, []
     for t, d in pairs:
@@ -189,8 +198,7 @@ def choose(calibration: Calibration, targets: list[Setting], drafts: list[Settin
     best_per_edit = [pairs[min(range(len(pairs)), key=lambda i: (per_edit[i][e], pairs[i] != best))]  # ties: the choice
                      for e in range(len(MIX))]
     others = [t for t, _ in best_per_edit if t != best[0]]
-    return Choice(best[0], best[1], predicted, best_per_edit, max(others, key=others.count) if others else None,
-                  exact)
+    return Choice(best[0], best[1], predicted, best_per_edit, max(others, key=others.count) if others else None)
 
 
 # ---------------------------------------------------------------- which settings a load may take

@@ -126,10 +126,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
                                         args.dtype) if draft else None
         measured = calibration.ensure(args.model, draft, targets, drafts or [], device=args.device, threads=threads,
                                       notify=notify, force=args.force)
-        if args.exact:
-            targets = [calibration.fastest_exact(args.model, targets, drafts, measured, device=args.device,
-                                                 threads=threads, notify=notify)]
-        choice = calibration.choose(measured, targets, drafts, args.exact)
+        choice = calibration.choose_for(args.model, targets, drafts, measured, exact=args.exact, device=args.device,
+                                        threads=threads, notify=notify)
     except models.ModelError as exc:
         raise CliError(str(exc)) from None
     print(f"Calibration of {measured.key['cpu']} ({measured.key['cpu_flags'] or 'no listed flags'}), "

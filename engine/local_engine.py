@@ -147,12 +147,11 @@ class Engine:
             targets = calibration.candidates(model, runtime, device, dtype)
             # The draft only proposes: under ``exact`` its kernels need not be exact too.
             drafts = calibration.candidates(draft, draft_runtime or runtime, device, dtype) if draft else None
+            measuring_threads = threads or torch.get_num_threads()
             measured = calibration.ensure(model, draft, targets, drafts or [], device=device,
-                                          threads=threads or torch.get_num_threads(), notify=notify)
-            if exact:  # one target: no move to a second, which would leave its greedy output at near-ties
-                targets = [calibration.fastest_exact(model, targets, drafts, measured, device=device,
-                                                     threads=threads or torch.get_num_threads(), notify=notify)]
-            choice = calibration.choose(measured, targets, drafts, exact)
+                                          threads=measuring_threads, notify=notify)
+            choice = calibration.choose_for(model, targets, drafts, measured, exact=exact, device=device,
+                                            threads=measuring_threads, notify=notify)
             for line in choice.describe():
                 log.info("%s", line)
             target = calibration.load_on(model, choice.target, device, threads)

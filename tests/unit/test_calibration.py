@@ -109,7 +109,8 @@ def test_exact_takes_the_fastest_target_whose_passes_probe_exact(tmp_path, monke
     assert calibration.load(measured.key).target["torch bf16"].exact is False  # kept: never probed again
     assert calibration.fastest_exact("m", [LLAMA, BF16], [LLAMA], measured, device=None, threads=1) == LLAMA
     assert len(probed) == 2
-    choice = calibration.choose(measured, [chosen], [LLAMA], exact=True)
+    choice = calibration.choose_for("m", [LLAMA, BF16], [LLAMA], measured, exact=True, device=None, threads=1)
+    assert choice.target == LLAMA and len(probed) == 2
     assert choice.second is None and choice.describe()[-1].startswith("  exact: llama.cpp's passes score bit for bit")
     measured.target["llama.cpp"].exact = False
     with pytest.raises(models.ModelError, match="--exact: no target setting here"):
